@@ -1,0 +1,172 @@
+"""Every setting of farm, typed and validated when built, with its default in one place.
+
+One :class:`RunSpec` describes a run completely: the plan (tier, n, seed, sampler, batch
+size, constraints), how rows render and validate, and how audio is stored. It is passed
+down to every function that needs part of it; the environment (``FARM_*``) is read only
+in the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_NOTES = (48, 60, 72)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RenderSettings(_Frozen):
+    """How each row is rendered."""
+
+    notes: tuple[int, ...] = Field(DEFAULT_NOTES, min_length=1, max_length=128)
+    """MIDI notes rendered per preset; one row per accepted note."""
+    velocity: float = Field(0.8, ge=0.0, le=1.0)
+    """Note-on velocity, 0..1."""
+    note_duration: float = Field(1.5, gt=0.0, le=60.0)
+    """Seconds the key is held."""
+    render_duration: float = Field(2.0, gt=0.0, le=60.0)
+    """Seconds rendered (includes the release tail after ``note_duration``)."""
+    sample_rate: int = Field(44100, ge=8000, le=192000)
+    """Output sample rate in Hz."""
+    timeout_s: float = Field(60.0, gt=0.0)
+    """Hard wall-clock limit for one note; past it the render child is killed (TIMEOUT)."""
+
+    @field_validator("notes")
+    @classmethod
+    def _notes_are_midi(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 0 <= n <= 127 for n in v):
+            raise ValueError("notes must be MIDI note numbers 0..127")
+        if len(set(v)) != len(v):
+            raise ValueError("notes must not repeat")
+        return v
+
+    @property
+    def samples(self) -> int:
+        """Samples per channel of one row."""
+        return int(round(self.render_duration * self.sample_rate))
+
+
+class ValidationSettings(_Frozen):
+    """When a rendered note is rejected (reasons: SILENT, CLIPPING, NAN, SHAPE)."""
+
+    silence_rms: float = Field(1e-3, ge=0.0)
+    """A row whose RMS over both channels is below this (-60 dBFS) is SILENT."""
+    clip_peak: float = Field(4.0, gt=0.0)
+    """A row whose absolute peak exceeds this is CLIPPING. vita does not clip its output;
+    the default only rejects runaway renders (see README, yield)."""
+
+
+class Constraints(_Frozen):
+    """Constraints on sampled presets, applied in normalized label space.
+
+    Names not in the run's tier are ignored, so one set of defaults serves every tier.
+    """
+
+    fixed: dict[str, int] = Field(default_factory=lambda: {"osc_1_on": 1})
+    """Categorical parameters pinned to an option index."""
+    ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "osc_1_level": (0.3, 1.0),
+            "volume": (0.55, 0.85),
+            "filter_1_cutoff": (0.15, 1.0),
+            "voice_amplitude": (0.3, 1.0),
+        }
+    )
+    """Continuous parameters drawn from a sub-range [lo, hi] of [0, 1] (an affine map,
+    so Latin Hypercube strata stay one hit each)."""
+    rules: tuple[str, ...] = ("routing", "amp_envelope")
+    """Conditional constraints that remove silent corners (see farm.params.constraints)."""
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges_inside_unit(
+        cls, v: dict[str, tuple[float, float]]
+    ) -> dict[str, tuple[float, float]]:
+        for name, (lo, hi) in v.items():
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"range of {name} must satisfy 0 <= lo <= hi <= 1")
+        return v
+
+
+class SamplingSettings(_Frozen):
+    """How synthetic presets are drawn."""
+
+    sampler: Literal["lhs", "random", "sobol"] = "lhs"
+    """Continuous sampler: Latin Hypercube per job batch, i.i.d. uniform, or scrambled
+    Sobol addressed by global preset index. Categoricals are always uniform."""
+    constraints: Constraints = Field(default_factory=Constraints)
+    median_connections: int = Field(6, ge=1, le=64)
+    """Tier 3: median number of modulation connections per preset."""
+    max_connections: int = Field(64, ge=1, le=64)
+    """Tier 3: hard cap (vita has 64 slots)."""
+    slot_dependent_destinations: bool = False
+    """Tier 3: allow ``modulation_N_*`` destinations, whose meaning depends on slot order."""
+
+
+Codec = Literal["none", "gzip", "lzf", "blosc2-zstd", "bitshuffle-lz4"]
+
+
+class CompressionSettings(_Frozen):
+    """How audio is stored. ``gzip``/``lzf``/``none`` need only plain h5py; the plugin codecs
+    need ``pip install farm[plugins]`` (hdf5plugin) to write and to read."""
+
+    codec: Codec = "none"
+    level: int = Field(1, ge=0, le=9)
+    """gzip level (ignored by other codecs)."""
+    shuffle: bool = True
+    """Byte-shuffle filter before the codec (ignored for ``none``)."""
+    audio_dtype: Literal["float32", "float16"] = "float32"
+    """float16 halves storage (SNR ~73 dB) and quadruples compressibility."""
+
+
+class RunSpec(_Frozen):
+    """Everything that determines a run's output. Job ``j`` is a pure function of this."""
+
+    tier: int = 1
+    n: int = Field(..., gt=0)
+    """Accepted rows (one note of one preset) in the final file."""
+    seed: int = Field(0, ge=0, lt=2**63)
+    batch_size: int = Field(16, ge=1, le=4096)
+    """Presets per job; Latin Hypercube strata are per job."""
+    render: RenderSettings = Field(default_factory=RenderSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    compression: CompressionSettings = Field(default_factory=CompressionSettings)
+
+    @field_validator("tier")
+    @classmethod
+    def _known_tier(cls, v: int) -> int:
+        if v not in (1, 2, 3):
+            raise ValueError("tier must be 1, 2 or 3")
+        return v
+
+    @model_validator(mode="after")
+    def _render_covers_note(self) -> RunSpec:
+        if self.render.render_duration < self.render.note_duration:
+            raise ValueError("render_duration must be >= note_duration")
+        return self
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), as stored in every dataset's ``run_spec``."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunSpec:
+        """Parse a spec written by :meth:`to_json`."""
+        return cls.model_validate_json(text)
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the spec: equal fingerprints plan equal jobs."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+def describe(spec: RunSpec) -> dict[str, Any]:
+    """The spec as a plain dict (for summaries)."""
+    return spec.model_dump(mode="json")

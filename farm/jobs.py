@@ -1,0 +1,95 @@
+"""One job of a run, rendered and validated: the plain function behind every render task.
+
+A job is ``spec.batch_size`` presets; job ``j`` is a pure function of the spec and ``j``
+(:func:`farm.params.sampler.sample_job`), so any lost job can be re-created anywhere.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from farm.config import RunSpec
+from farm.params.label import Label
+from farm.render.engine import Outcome, RenderEngine
+from farm.render.validate import Reason, validate
+from farm.storage.shard import Row
+
+_OUTCOME_REASON = {
+    Outcome.CRASH: Reason.CRASH,
+    Outcome.TIMEOUT: Reason.TIMEOUT,
+    Outcome.ERROR: Reason.INVALID,
+    Outcome.SHAPE: Reason.SHAPE,
+}
+
+
+@dataclass
+class JobResult:
+    """Accepted rows of one job (canonical order) and rejected notes counted by reason."""
+
+    job: int
+    rows: list[Row] = field(default_factory=list)
+    rejections: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def renders(self) -> int:
+        """Notes attempted (accepted + rejected)."""
+        return len(self.rows) + sum(self.rejections.values())
+
+
+def render_job(
+    engine: RenderEngine,
+    spec: RunSpec,
+    job: int,
+    labels: list[Label],
+    *,
+    skip: Callable[[Label], bool] | None = None,
+    crash: Callable[[int], bool] | None = None,
+) -> JobResult:
+    """Render every preset of a job at every note and validate each note.
+
+    Args:
+        engine: a render engine built for ``spec.render`` and the spec's tier.
+        spec: the run spec.
+        job: the job index (stored in each row's key).
+        labels: the job's presets, in order.
+        skip: returns True for a preset not to render (counted as DUPLICATE for each note).
+        crash: fault injection: returns True for preset indices whose render must segfault
+            vita for real (the label is given an unknown modulation destination).
+    """
+    result = JobResult(job)
+    shape = (2, spec.render.samples)
+    notes = spec.render.notes
+    for i, label in enumerate(labels):
+        if skip is not None and skip(label):
+            result.rejections[Reason.DUPLICATE] += len(notes)
+            continue
+        inject = crash is not None and crash(i)
+        if inject:
+            label = _with_unknown_destination(label)
+        for r in engine.render(label, allow_unknown_modulation=inject):
+            if r.audio is None:
+                result.rejections[_OUTCOME_REASON[r.outcome]] += 1
+                continue
+            reason, rms, peak = validate(r.audio, spec.validation, shape)
+            if reason is not None:
+                result.rejections[reason] += 1
+                continue
+            result.rows.append(Row(job, i, r.note, label, r.audio, rms, peak))
+    return result
+
+
+#: Not in vita.get_modulation_destinations() (one of the old blocklist's names): connecting
+#: it succeeds and the render segfaults, deterministically.
+CRASH_DESTINATION = "chorus_voices"
+
+
+def _with_unknown_destination(label: Label) -> Label:
+    from dataclasses import replace
+
+    from farm.params.label import Modulation
+
+    return replace(
+        label, modulations=(*label.modulations, Modulation("lfo_1", CRASH_DESTINATION, 1.0))
+    )

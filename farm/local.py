@@ -1,0 +1,121 @@
+"""A run in this process: sample, render with clean state, validate, write one file.
+
+This is the farm's code path without the queue: the same jobs (:func:`sample_job`), the
+same render function (:func:`render_job`) and the same writer. The distributed farm
+renders the same jobs on many workers and merges; this renders them one after another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farm.config import RunSpec
+from farm.errors import FarmError
+from farm.jobs import render_job
+from farm.params.label import Label
+from farm.params.registry import get_registry
+from farm.params.sampler import sample_job
+from farm.params.tiers import tier_params
+from farm.render.engine import RenderEngine
+from farm.storage.shard import ShardWriter
+
+#: Jobs in a row with no accepted row before a run gives up (thresholds too strict, ...).
+MAX_BARREN_JOBS = 50
+
+
+@dataclass
+class Progress:
+    """What a run has done so far (passed to the progress callback after every job)."""
+
+    target: int
+    accepted: int = 0
+    valid: int = 0
+    renders: int = 0
+    jobs: int = 0
+    rejections: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.started
+
+    @property
+    def acceptance(self) -> float:
+        """Notes that passed validation / notes rendered (rows past n are valid but dropped)."""
+        return self.valid / self.renders if self.renders else 0.0
+
+
+class _Dedup:
+    """Skips a preset whose label hash was already rendered in this run."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def __call__(self, label: Label) -> bool:
+        if label.hash in self.seen:
+            return True
+        self.seen.add(label.hash)
+        return False
+
+
+def generate(
+    spec: RunSpec,
+    out: Path,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    crash: Callable[[int, int], bool] | None = None,
+) -> Progress:
+    """Render ``spec.n`` accepted rows into ``out`` (written as ``out.tmp``, then renamed).
+
+    Args:
+        spec: the run.
+        out: the final file path (checked by the caller).
+        on_progress: called after every job.
+        crash: fault injection: ``crash(job, preset)`` True makes that preset segfault vita.
+
+    Returns:
+        The final progress (rows, renders, rejections by reason, elapsed time).
+
+    Raises:
+        FarmError: ``MAX_BARREN_JOBS`` jobs in a row accepted nothing.
+    """
+    registry = get_registry()
+    tp = tier_params(registry, spec.tier)
+    engine = RenderEngine(tp, spec.render)
+    progress = Progress(spec.n)
+    dedup = _Dedup()
+    barren = 0
+    try:
+        with ShardWriter(out, spec, tp, registry.fingerprint) as writer:
+            while progress.accepted < spec.n:
+                job = progress.jobs
+                injected = None if crash is None else (lambda i, j=job: crash(j, i))
+                result = render_job(
+                    engine, spec, job, sample_job(spec, tp, job), skip=dedup, crash=injected
+                )
+                rows = result.rows[: spec.n - progress.accepted]
+                writer.append(rows)
+                writer.flush()
+                progress.accepted += len(rows)
+                progress.valid += len(result.rows)
+                progress.renders += result.renders
+                progress.rejections.update(result.rejections)
+                progress.jobs += 1
+                barren = 0 if rows else barren + 1
+                if on_progress is not None:
+                    on_progress(progress)
+                if barren >= MAX_BARREN_JOBS:
+                    raise FarmError(
+                        f"no row accepted in {barren} jobs ({progress.renders} renders, "
+                        f"rejections {dict(progress.rejections)}); check the validation "
+                        "thresholds and constraints"
+                    )
+            writer.close(progress.rejections, renders=progress.renders)
+    finally:
+        engine.close()
+    return progress

@@ -1,0 +1,227 @@
+"""The render engine: every row rendered from a clean synth state, crashes confined.
+
+A reused vita Synth leaks state into later renders (DESIGN.md), and ``load_init_preset``
+does not clear it. So the engine's process holds one warm Synth that **never renders**, and
+for each preset:
+
+* it forks a *preset child*, which applies the label once (parameters, non-scalar state,
+  modulations) and never renders either, except for the last note;
+* the preset child forks one *note grandchild* per note but the last, each rendering its
+  note from the clean applied state; it renders the last note itself, which is just as
+  clean and saves one fork.
+
+Children write audio straight into an anonymous shared mapping, so nothing is pickled or
+piped. A child killed by a signal (a vita segfault) costs only the notes it had not
+finished: they come back as ``CRASH`` (or ``TIMEOUT`` when the per-note alarm fired), and
+the engine's process never dies from vita. Because every render starts from the same
+memory image, the same label and note give bit-identical audio in any worker process
+started the same way.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import mmap
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from farm.config import RenderSettings
+from farm.errors import PresetError
+from farm.params.label import Label
+from farm.params.tiers import TierParams
+from farm.render.apply import LabelApplier
+
+
+class Outcome(IntEnum):
+    """How one note's render ended (written by the child into shared memory)."""
+
+    PENDING = 0
+    OK = 1
+    CRASH = 2
+    TIMEOUT = 3
+    ERROR = 4
+    SHAPE = 5
+
+
+@dataclass(frozen=True)
+class NoteRender:
+    """One rendered note.
+
+    Attributes:
+        note: MIDI note.
+        outcome: OK, or why there is no audio (CRASH, TIMEOUT, ERROR, SHAPE).
+        audio: float32 (2, T) when ``outcome`` is OK, else None. A copy: safe to keep.
+        detail: a short message for ERROR outcomes.
+    """
+
+    note: int
+    outcome: Outcome
+    audio: np.ndarray | None
+    detail: str = ""
+
+
+_EXIT_OK = 0
+_EXIT_PRESET_ERROR = 3
+_EXIT_UNEXPECTED = 4
+
+
+class RenderEngine:
+    """Renders labels of one tier with clean state per note and crash isolation.
+
+    Args:
+        tp: the tier of the labels to render.
+        settings: notes, durations, sample rate, per-note timeout.
+        synth: an existing ``vita.Synth`` to hold (it must never render); a new one by
+            default.
+    """
+
+    def __init__(self, tp: TierParams, settings: RenderSettings, synth: Any = None) -> None:
+        if synth is None:
+            import vita
+
+            synth = vita.Synth()
+        self.tp = tp
+        self.settings = settings
+        self.synth = synth
+        synth.set_sample_rate(settings.sample_rate)
+        synth.load_init_preset()
+        self.applier = LabelApplier(synth, tp)
+        self._shape = (2, settings.samples)
+        row_bytes = 2 * settings.samples * 4
+        n = len(settings.notes)
+        self._map = mmap.mmap(-1, n * row_bytes + 8 * n)
+        self._audio = np.ndarray((n, *self._shape), np.float32, self._map, 0)
+        self._outcome = np.ndarray((n,), np.int32, self._map, n * row_bytes)
+        self._pid = os.getpid()
+
+    def render(
+        self,
+        label: Label,
+        notes: tuple[int, ...] | None = None,
+        *,
+        allow_unknown_modulation: bool = False,
+    ) -> list[NoteRender]:
+        """Render ``label`` at each note (default: the settings' notes), each from a clean
+        state.
+
+        Args:
+            label: the preset to render.
+            notes: a subset of the settings' notes, in any order.
+            allow_unknown_modulation: fault injection only; skip the modulation-name check
+                so an unknown destination really segfaults vita (in a child).
+
+        Returns:
+            One :class:`NoteRender` per note, in the order given. A preset that cannot be
+            applied (unknown modulation name, ...) returns ERROR for every note without
+            rendering.
+        """
+        if os.getpid() != self._pid:
+            raise RuntimeError("a RenderEngine must be used by the process that built it")
+        notes = tuple(self.settings.notes if notes is None else notes)
+        if len(notes) > len(self.settings.notes):
+            raise ValueError("more notes than the engine was built for")
+        try:
+            self.applier.check(label, allow_unknown_modulation=allow_unknown_modulation)
+        except PresetError as e:
+            return [NoteRender(n, Outcome.ERROR, None, str(e)) for n in notes]
+        self._outcome[: len(notes)] = Outcome.PENDING
+        status = self._run_child(label, notes)
+        results = []
+        for i, note in enumerate(notes):
+            outcome = Outcome(int(self._outcome[i]))
+            if outcome == Outcome.PENDING:
+                # The child died before this note finished; a clean exit that left a note
+                # unwritten is a bug in the child, never audio to keep.
+                outcome = Outcome.ERROR if status == Outcome.OK else status
+            audio = self._audio[i].copy() if outcome == Outcome.OK else None
+            detail = "vita could not apply the preset" if outcome == Outcome.ERROR else ""
+            results.append(NoteRender(note, outcome, audio, detail))
+        return results
+
+    def _run_child(self, label: Label, notes: tuple[int, ...]) -> Outcome:
+        """Fork the preset child and wait; returns the outcome for notes it left PENDING."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # preset child: never returns
+            code = _EXIT_UNEXPECTED
+            try:
+                # A vita segfault is an expected outcome here: no Python traceback dump.
+                faulthandler.disable()
+                _arm(self.settings.timeout_s)
+                self.applier.apply(label)
+                code = self._render_notes(notes)
+            except PresetError:
+                code = _EXIT_PRESET_ERROR
+            finally:
+                os._exit(code)
+        return _outcome_of(_wait(pid))
+
+    def _render_notes(self, notes: tuple[int, ...]) -> int:
+        """In the preset child: a grandchild per note, the last note rendered in place."""
+        last = len(notes) - 1
+        limit = self.settings.timeout_s
+        for i, note in enumerate(notes):
+            if i == last:
+                _arm(limit)
+                self._render_into(i, note)
+                break
+            # The grandchild's own timer fires first; this one only guards the wait.
+            _arm(limit + 5.0)
+            pid = os.fork()
+            if pid == 0:  # note grandchild (a fork clears inherited timers)
+                code = _EXIT_UNEXPECTED
+                try:
+                    _arm(limit)
+                    self._render_into(i, note)
+                    code = _EXIT_OK
+                finally:
+                    os._exit(code)
+            outcome = _outcome_of(_wait(pid))
+            if self._outcome[i] == Outcome.PENDING:
+                self._outcome[i] = outcome
+        return _EXIT_OK
+
+    def _render_into(self, i: int, note: int) -> None:
+        s = self.settings
+        audio = self.synth.render(note, s.velocity, s.note_duration, s.render_duration)
+        if audio.shape != self._shape:
+            self._outcome[i] = Outcome.SHAPE
+            return
+        self._audio[i] = audio
+        self._outcome[i] = Outcome.OK
+
+    def close(self) -> None:
+        """Release the shared audio buffer."""
+        del self._audio, self._outcome
+        self._map.close()
+
+
+def _arm(seconds: float) -> None:
+    """(Re)start this process's SIGALRM timer: its default action kills the process, which
+    the parent reads as TIMEOUT. vita's render runs in C without the GIL, so no Python
+    handler could interrupt it."""
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+
+
+def _outcome_of(status: int) -> Outcome:
+    if os.WIFSIGNALED(status):
+        return Outcome.TIMEOUT if os.WTERMSIG(status) == signal.SIGALRM else Outcome.CRASH
+    code = os.WEXITSTATUS(status)
+    if code == _EXIT_OK:
+        return Outcome.OK
+    return Outcome.ERROR

@@ -1,0 +1,152 @@
+"""Reading farm datasets: summary, single rows, batches, labels by name."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+from farm.errors import DatasetError
+from farm.storage import schema
+
+
+class FarmReader:
+    """Read-only access to a farm dataset.
+
+    Args:
+        path: the ``.h5`` file.
+
+    Raises:
+        DatasetError: the file is missing, not HDF5, or fails the schema check.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise DatasetError(f"no such dataset: {self.path}")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise DatasetError(f"{self.path} is not a readable HDF5 file: {e}") from e
+        schema.require_valid(self._f)
+        cont, cat = self._f[schema.CONTINUOUS], self._f[schema.CATEGORICAL]
+        self.continuous_names = [str(n) for n in cont.attrs["names"]]
+        self.categorical_names = [str(n) for n in cat.attrs["names"]]
+        self.raw_min = np.asarray(cont.attrs["raw_min"], dtype=np.float64)
+        self.raw_max = np.asarray(cont.attrs["raw_max"], dtype=np.float64)
+        self.options: dict[str, list[str]] = json.loads(cat.attrs["options"])
+
+    def __len__(self) -> int:
+        return int(self._f[schema.AUDIO].shape[0])
+
+    @property
+    def file(self) -> h5py.File:
+        """The open h5py file (read-only)."""
+        return self._f
+
+    def info(self) -> dict[str, Any]:
+        """A summary: rows, tier, audio layout, notes, rejections, spec and versions."""
+        a = self._f.attrs
+        audio = self._f[schema.AUDIO]
+        notes = self._f["metadata/midi_note"][...]
+        sources = self._f["metadata/source"][...]
+        hashes = self._f["metadata/preset_hash"][...]
+        return {
+            "path": self.path,
+            "schema_version": str(a["schema_version"]),
+            "rows": len(self),
+            "presets": int(len(np.unique(hashes))),
+            "tier": int(a["tier"]),
+            "continuous": len(self.continuous_names),
+            "categorical": len(self.categorical_names),
+            "modulation": schema.MODULATION in self._f,
+            "sample_rate": int(a["sample_rate"]),
+            "audio_shape": list(audio.shape[1:]),
+            "audio_dtype": str(audio.dtype),
+            "compression": audio.compression or "none",
+            "notes": [int(n) for n in a["notes"]],
+            "rows_per_note": {int(n): int(c) for n, c in zip(*np.unique(notes, return_counts=True), strict=True)},
+            "sources": {s.decode(): int(c) for s, c in zip(*np.unique(sources, return_counts=True), strict=True)},
+            "velocity": float(a["velocity"]),
+            "note_duration": float(a["note_duration"]),
+            "render_duration": float(a["render_duration"]),
+            "seed": int(a["seed"]),
+            "rejections": json.loads(a["rejections"]),
+            "renders": int(a.get("renders", 0)),
+            "registry_fingerprint": str(a["registry_fingerprint"]),
+            "versions": json.loads(a["versions"]),
+            "run_spec": json.loads(a["run_spec"]),
+        }
+
+    def get_sample(self, i: int) -> dict[str, Any]:
+        """Row ``i``: audio (float32), labels, note and metadata.
+
+        Raises:
+            DatasetError: ``i`` is out of range.
+        """
+        n = len(self)
+        if not -n <= i < n:
+            raise DatasetError(f"row {i} is out of range: the file has {n} rows")
+        i %= n
+        f = self._f
+        out: dict[str, Any] = {
+            "index": i,
+            "audio": np.asarray(f[schema.AUDIO][i], dtype=np.float32),
+            "continuous": f[schema.CONTINUOUS][i],
+            "categorical": f[schema.CATEGORICAL][i],
+        }
+        if schema.MODULATION in f:
+            out["modulation"] = f[schema.MODULATION][i]
+        for m in schema.METADATA:
+            v = f[f"metadata/{m}"][i]
+            out[m] = v.decode() if isinstance(v, bytes) else v.item()
+        return out
+
+    def get_batch(self, indices: Any) -> dict[str, np.ndarray]:
+        """Rows at ``indices`` (any order, repeats allowed), stacked per field."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise DatasetError(f"batch indices out of range: the file has {n} rows")
+        # h5py fancy indexing needs increasing unique indices; read those, then reorder.
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        f = self._f
+        names = [schema.AUDIO, schema.CONTINUOUS, schema.CATEGORICAL]
+        if schema.MODULATION in f:
+            names.append(schema.MODULATION)
+        out = {}
+        for name in names:
+            data = f[name][uniq] if uniq.size else np.zeros((0, *f[name].shape[1:]), f[name].dtype)
+            out[name.rsplit("/", 1)[-1]] = data[inverse]
+        for m in schema.METADATA:
+            out[m] = f[f"metadata/{m}"][uniq][inverse] if uniq.size else f[f"metadata/{m}"][:0]
+        out["audio"] = out.pop("waveforms").astype(np.float32, copy=False)
+        return out
+
+    def raw_values(self, i: int) -> dict[str, float | str]:
+        """Row ``i``'s parameters by name as raw vita values (categoricals as option label)."""
+        row = self.get_sample(i)
+        raw = self.raw_min + row["continuous"].astype(np.float64) * (self.raw_max - self.raw_min)
+        out: dict[str, float | str] = dict(zip(self.continuous_names, raw.tolist(), strict=True))
+        for name, k in zip(self.categorical_names, row["categorical"].tolist(), strict=True):
+            out[name] = self.options[name][k]
+        return out
+
+    def close(self) -> None:
+        """Close the file."""
+        self._f.close()
+
+    def __enter__(self) -> FarmReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,124 @@
+"""The dataset layout (schema 2.2.0: the 2.1.0 layout of the single-machine generator plus
+row keys and loudness; nothing of 2.1.0 changed) and its check.
+
+```
+audio/waveforms       (N, 2, T)        float32 (float16 optional), one row per chunk
+params/continuous     (N, C)           float32 [0,1], linear: (raw-min)/(max-min)
+params/categorical    (N, K)           int32   option index
+params/modulation_t3  (N, 4, 32, 428)  float32 tier 3 only
+metadata/midi_note    (N,)             int32
+metadata/source       (N,)             S10     synthetic | community | factory
+metadata/tier         (N,)             int32
+metadata/preset_hash  (N,)             S64     sha256 of the canonical label
+metadata/preset_name  (N,)             S80
+metadata/job          (N,)             int64   row key: job index     (added in 2.2.0)
+metadata/preset       (N,)             int32   row key: preset in job (added in 2.2.0)
+metadata/rms          (N,)             float32 RMS over both channels (added in 2.2.0)
+metadata/peak         (N,)             float32 absolute peak          (added in 2.2.0)
+```
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from farm.errors import DatasetError
+
+SCHEMA_VERSION = "2.2.0"
+
+AUDIO = "audio/waveforms"
+CONTINUOUS = "params/continuous"
+CATEGORICAL = "params/categorical"
+MODULATION = "params/modulation_t3"
+
+#: metadata dataset -> (dtype, h5py fill type)
+METADATA: dict[str, str] = {
+    "midi_note": "int32",
+    "source": "S10",
+    "tier": "int32",
+    "preset_hash": "S64",
+    "preset_name": "S80",
+    "job": "int64",
+    "preset": "int32",
+    "rms": "float32",
+    "peak": "float32",
+}
+
+FILE_ATTRS = (
+    "schema_version",
+    "tier",
+    "sample_rate",
+    "notes",
+    "velocity",
+    "note_duration",
+    "render_duration",
+    "seed",
+    "registry_fingerprint",
+    "run_spec",
+    "rejections",
+    "versions",
+)
+
+
+def check_file(f: Any) -> list[str]:
+    """Problems of an open ``h5py.File`` against the schema; empty when it is valid."""
+    problems: list[str] = []
+    for a in FILE_ATTRS:
+        if a not in f.attrs:
+            problems.append(f"missing file attribute {a}")
+    for name in (AUDIO, CONTINUOUS, CATEGORICAL, *(f"metadata/{m}" for m in METADATA)):
+        if name not in f:
+            problems.append(f"missing dataset {name}")
+    if problems:
+        return problems
+    n = f[AUDIO].shape[0]
+    tier = int(f.attrs["tier"])
+    for name in (CONTINUOUS, CATEGORICAL, *(f"metadata/{m}" for m in METADATA)):
+        if f[name].shape[0] != n:
+            problems.append(f"{name} has {f[name].shape[0]} rows, audio has {n}")
+    t = int(round(float(f.attrs["render_duration"]) * int(f.attrs["sample_rate"])))
+    if f[AUDIO].shape[1:] != (2, t):
+        problems.append(f"audio rows are {f[AUDIO].shape[1:]}, expected (2, {t})")
+    cont, cat = f[CONTINUOUS], f[CATEGORICAL]
+    for ds, attrs in ((cont, ("names", "raw_min", "raw_max")), (cat, ("names", "options"))):
+        for a in attrs:
+            if a not in ds.attrs:
+                problems.append(f"missing attribute {ds.name}.{a}")
+    if problems:
+        return problems
+    if len(cont.attrs["names"]) != cont.shape[1] or len(cat.attrs["names"]) != cat.shape[1]:
+        problems.append("parameter name lists do not match the label columns")
+    if n:
+        c = cont[...]
+        if c.dtype != np.float32 or np.any(~np.isfinite(c)) or c.min() < 0 or c.max() > 1:
+            problems.append("continuous labels are not float32 in [0, 1]")
+        k = cat[...]
+        options = json.loads(cat.attrs["options"])
+        n_opt = np.array([len(options[str(nm)]) for nm in cat.attrs["names"]])
+        if k.dtype != np.int32 or np.any(k < 0) or np.any(k >= n_opt):
+            problems.append("categorical labels are not valid option indices")
+        hashes = f["metadata/preset_hash"][...]
+        if any(len(h) != 64 for h in hashes):
+            problems.append("preset_hash values are not 64 hex characters")
+        if np.any(f["metadata/tier"][...] != tier):
+            problems.append("metadata/tier disagrees with the file's tier")
+    if tier == 3:
+        if MODULATION not in f:
+            problems.append(f"tier 3 file without {MODULATION}")
+        elif f[MODULATION].shape[0] != n:
+            problems.append(f"{MODULATION} row count differs from audio")
+        else:
+            for a in ("sources", "destinations", "channels"):
+                if a not in f[MODULATION].attrs:
+                    problems.append(f"missing attribute {MODULATION}.{a}")
+    return problems
+
+
+def require_valid(f: Any) -> None:
+    """Raise :class:`DatasetError` listing every schema problem of an open file."""
+    problems = check_file(f)
+    if problems:
+        raise DatasetError(f"{f.filename}: " + "; ".join(problems))

@@ -1,0 +1,52 @@
+"""Shared fixtures: the real registry, real vita Synths and engines (no mocks of vita)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from farm.config import RenderSettings, RunSpec
+from farm.params.registry import Registry, get_registry
+from farm.params.tiers import TierParams, tier_params
+from farm.render.engine import RenderEngine
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return get_registry()
+
+
+@pytest.fixture(scope="session")
+def tp1(registry: Registry) -> TierParams:
+    return tier_params(registry, 1)
+
+
+@pytest.fixture(scope="session")
+def tp2(registry: Registry) -> TierParams:
+    return tier_params(registry, 2)
+
+
+@pytest.fixture(scope="session")
+def tp3(registry: Registry) -> TierParams:
+    return tier_params(registry, 3)
+
+
+@pytest.fixture(scope="module")
+def engine2(tp2: TierParams) -> Iterator[RenderEngine]:
+    """A tier-2 engine rendering note 60 only (fast)."""
+    e = RenderEngine(tp2, RenderSettings(notes=(60,)))
+    yield e
+    e.close()
+
+
+def small_spec(**kw: object) -> RunSpec:
+    """A run spec with short renders, for tests that write files."""
+    base: dict[str, object] = {
+        "tier": 1,
+        "n": 6,
+        "batch_size": 4,
+        "render": RenderSettings(notes=(48, 60), note_duration=0.3, render_duration=0.5),
+    }
+    base.update(kw)
+    return RunSpec(**base)  # type: ignore[arg-type]

@@ -1,0 +1,94 @@
+"""The CLI as a user runs it: real subprocesses, real renders."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+from farm.storage import schema
+
+FARM = [sys.executable, "-m", "farm.cli"]
+FAST = ["--notes", "60", "--note-duration", "0.3", "--render-duration", "0.5"]
+
+
+def farm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FARM, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+def test_generate_then_inspect(workdir: Path) -> None:
+    r = farm("generate", "--tier", "1", "-n", "5", "--seed", "3", *FAST, cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    out = workdir / "data" / "tier1_5.h5"
+    assert "wrote" in r.stdout and str(out) in r.stdout
+    with h5py.File(out, "r") as f:
+        assert schema.check_file(f) == []
+        assert f[schema.AUDIO].shape == (5, 2, 22050)
+    r = farm("inspect", str(out), cwd=workdir)
+    assert r.returncode == 0 and "rows 5" in r.stdout and "rejections" in r.stdout
+    r = farm("inspect", str(out), "-s", "2", "--json", cwd=workdir)
+    row = json.loads(r.stdout)
+    assert row["index"] == 2 and row["params"]["osc_1_on"] == "On"
+    assert row["audio"]["rms"] > 0
+
+
+BAD = [
+    (["generate", "--tier", "4", "-n", "5"], "unknown tier"),
+    (["generate", "-n", "0"], "positive"),
+    (["generate", "-n", "-3"], "positive"),
+    (["generate", "-n", "five"], "not a valid integer"),
+    (["generate", "-n", "5", "--notes", "60,x"], "MIDI notes"),
+    (["generate", "-n", "5", "--notes", "60,200"], "MIDI note"),
+    (["generate", "-n", "5", "--velocity", "2"], "velocity"),
+    (["generate", "-n", "5", "--sampler", "magic"], "magic"),
+    (["generate", "-n", "5", "--render-duration", "1", "--note-duration", "2"],
+     "render_duration"),
+    (["generate", "-n", "5", "-o", "../escape.h5"], "outside the data folder"),
+    (["generate", "-n", "5", "-o", "/tmp/escape.h5"], "outside the data folder"),
+    (["generate", "-n", "5", "-o", "sub/x.h5"], "does not exist"),
+    (["generate", "-n", "5", "--wat"], "No such option"),
+    (["inspect", "missing.h5"], "no such dataset"),
+    (["params", "--tier", "9"], "unknown tier"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_input_is_one_line_exit_2_no_file(workdir: Path, args: list[str],
+                                               message: str) -> None:
+    r = farm(*args, cwd=workdir)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("farm: error:") and message in lines[0]
+    assert "Traceback" not in r.stderr
+    assert list((workdir / "data").iterdir()) == []
+
+
+def test_existing_output_refused_unless_force(workdir: Path) -> None:
+    out = workdir / "data" / "tier1_5.h5"
+    out.write_bytes(b"precious")
+    r = farm("generate", "-n", "5", *FAST, cwd=workdir)
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert out.read_bytes() == b"precious"
+    r = farm("generate", "-n", "5", "--force", *FAST, cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert h5py.is_hdf5(out)
+
+
+def test_inspect_refuses_a_non_dataset(workdir: Path) -> None:
+    junk = workdir / "data" / "junk.h5"
+    junk.write_text("not hdf5")
+    r = farm("inspect", str(junk), cwd=workdir)
+    assert r.returncode == 2 and "not a readable HDF5 file" in r.stderr
+    with h5py.File(workdir / "data" / "empty.h5", "w"):
+        pass
+    r = farm("inspect", str(workdir / "data" / "empty.h5"), cwd=workdir)
+    assert r.returncode == 2 and "missing" in r.stderr and len(r.stderr.splitlines()) == 1

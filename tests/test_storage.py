@@ -1,0 +1,203 @@
+"""Storage: schema, reader, atomic writes, compression, a killed writer."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from farm.config import CompressionSettings, RunSpec
+from farm.errors import DatasetError, OutputExistsError, OutputPathError
+from farm.params.label import Label
+from farm.params.registry import Registry
+from farm.params.sampler import sample_job
+from farm.params.tiers import TierParams, tier_params
+from farm.paths import check_output, resolve_output
+from farm.storage import schema
+from farm.storage.reader import FarmReader
+from farm.storage.shard import Row, ShardWriter
+
+from .conftest import small_spec
+
+
+def fake_rows(spec: RunSpec, tp: TierParams, job: int = 0) -> list[Row]:
+    """Rows with real labels and synthetic audio (storage does not care how audio was made)."""
+    rng = np.random.default_rng(job)
+    rows = []
+    for p, label in enumerate(sample_job(spec, tp, job)):
+        for note in spec.render.notes:
+            audio = (0.1 * rng.standard_normal((2, spec.render.samples))).astype(np.float32)
+            rows.append(Row(job, p, note, label, audio, 0.1, float(np.abs(audio).max())))
+    return rows
+
+
+def write(path: Path, spec: RunSpec, tp: TierParams, registry: Registry) -> list[Row]:
+    rows = fake_rows(spec, tp)
+    with ShardWriter(path, spec, tp, registry.fingerprint) as w:
+        w.append(rows[:3])
+        w.append(rows[3:])
+        w.close({"SILENT": 2}, renders=len(rows) + 2)
+    return rows
+
+
+@pytest.mark.parametrize("tier", [1, 3])
+def test_written_file_passes_schema_and_reads_back(tmp_path: Path, registry: Registry,
+                                                  tier: int) -> None:
+    spec = small_spec(tier=tier)
+    tp = tier_params(registry, tier)
+    path = tmp_path / "x.h5"
+    rows = write(path, spec, tp, registry)
+    assert not (tmp_path / "x.h5.tmp").exists()
+    with h5py.File(path, "r") as f:
+        assert schema.check_file(f) == []
+        assert f[schema.AUDIO].chunks == (1, 2, spec.render.samples)
+        assert json.loads(f.attrs["run_spec"]) == json.loads(spec.to_json())
+        assert f.attrs["registry_fingerprint"] == registry.fingerprint
+        for a in ("names", "raw_min", "raw_max"):
+            assert a in f[schema.CONTINUOUS].attrs
+        assert set(json.loads(f[schema.CATEGORICAL].attrs["options"])) == {
+            s.name for s in tp.categorical}
+        assert (schema.MODULATION in f) == (tier == 3)
+        if tier == 3:
+            assert f[schema.MODULATION].shape[1:] == (4, 32, 428)
+            assert list(f[schema.MODULATION].attrs["channels"]) == [
+                "amount", "bipolar", "power", "stereo"]
+    with FarmReader(path) as r:
+        info = r.info()
+        assert info["rows"] == len(rows) and info["tier"] == tier
+        assert info["rejections"] == {"SILENT": 2} and info["renders"] == len(rows) + 2
+        s = r.get_sample(4)
+        assert np.array_equal(s["audio"], rows[4].audio)
+        assert np.array_equal(s["continuous"], rows[4].label.continuous)
+        assert s["preset_hash"] == rows[4].label.hash and s["midi_note"] == rows[4].note
+        assert (s["job"], s["preset"]) == (0, rows[4].preset)
+        b = r.get_batch([5, 1, 5])
+        assert np.array_equal(b["audio"][0], rows[5].audio)
+        assert np.array_equal(b["audio"][1], rows[1].audio)
+        assert list(b["midi_note"]) == [rows[5].note, rows[1].note, rows[5].note]
+        raw = r.raw_values(0)
+        assert raw["osc_1_on"] == "On"
+        with pytest.raises(DatasetError, match="out of range"):
+            r.get_sample(len(rows))
+
+
+def test_schema_check_catches_damage(tmp_path: Path, registry: Registry, tp1: TierParams) -> None:
+    path = tmp_path / "x.h5"
+    write(path, small_spec(), tp1, registry)
+    with h5py.File(path, "a") as f:
+        f["params/continuous"][0, 0] = 1.5
+        del f.attrs["seed"]
+    with h5py.File(path, "r") as f:
+        problems = schema.check_file(f)
+    assert any("seed" in p for p in problems)
+    with pytest.raises(DatasetError):
+        FarmReader(path)
+
+
+def test_abort_leaves_nothing(tmp_path: Path, registry: Registry, tp1: TierParams) -> None:
+    path = tmp_path / "x.h5"
+    spec = small_spec()
+    with pytest.raises(KeyboardInterrupt), ShardWriter(path, spec, tp1,
+                                                       registry.fingerprint) as w:
+        w.append(fake_rows(spec, tp1))
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        CompressionSettings(codec="none"),
+        CompressionSettings(codec="gzip", level=4, shuffle=False),
+        CompressionSettings(codec="gzip", level=1, shuffle=True),
+        CompressionSettings(codec="lzf", shuffle=True),
+        CompressionSettings(codec="gzip", audio_dtype="float16"),
+    ],
+)
+def test_compression_options_round_trip(tmp_path: Path, registry: Registry, tp1: TierParams,
+                                        settings: CompressionSettings) -> None:
+    spec = small_spec(compression=settings)
+    path = tmp_path / "x.h5"
+    rows = write(path, spec, tp1, registry)
+    with FarmReader(path) as r:
+        got = r.get_sample(2)["audio"]
+        assert got.dtype == np.float32
+        if settings.audio_dtype == "float16":
+            assert r.file[schema.AUDIO].dtype == np.float16
+            assert np.allclose(got, rows[2].audio, atol=1e-3)
+        else:
+            assert np.array_equal(got, rows[2].audio)
+        expected = None if settings.codec == "none" else settings.codec
+        assert r.file[schema.AUDIO].compression == expected
+
+
+def test_killed_writer_leaves_a_readable_file_up_to_its_last_flush(tmp_path: Path) -> None:
+    """kill -9 of a process that appends and flushes: the file reads back every flushed row."""
+    path = tmp_path / "shard.h5"
+    code = f"""
+import sys, time
+from farm.params.registry import get_registry
+from farm.params.tiers import tier_params
+from tests.test_storage import fake_rows
+from tests.conftest import small_spec
+from farm.storage.shard import ShardWriter
+spec = small_spec(batch_size=2)
+reg = get_registry(); tp = tier_params(reg, 1)
+w = ShardWriter({str(path)!r}, spec, tp, reg.fingerprint, atomic=False)
+for job in range(3):
+    w.append(fake_rows(spec, tp, job)); w.flush()
+print("flushed", w.rows, flush=True)
+w.append(fake_rows(spec, tp, 9))  # appended, never flushed
+time.sleep(60)
+"""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("flushed"), line
+    flushed = int(line.split()[1])
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    with h5py.File(path, "r") as f:
+        assert f[schema.AUDIO].shape[0] >= flushed
+        assert f["metadata/job"][:flushed].tolist() == sorted(f["metadata/job"][:flushed])
+        assert np.isfinite(f[schema.AUDIO][flushed - 1]).all()
+
+
+def test_output_paths_stay_in_the_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_output(data, None, "tier1_5.h5") == data / "tier1_5.h5"
+    assert resolve_output(data, "data/x.h5", "d.h5") == data / "x.h5"
+    assert resolve_output(data, "x.h5", "d.h5") == data / "x.h5"
+    assert resolve_output(data, str(data / "sub" / "x.h5"), "d.h5") == data / "sub" / "x.h5"
+    for bad in ("../x.h5", "/etc/x.h5", "data/../../x.h5", str(tmp_path / "x.h5")):
+        with pytest.raises(OutputPathError):
+            resolve_output(data, bad, "d.h5")
+    with pytest.raises(OutputPathError, match=r"\.h5"):
+        resolve_output(data, "x.txt", "d.h5")
+    (data / "x.h5").write_bytes(b"")
+    with pytest.raises(OutputExistsError):
+        check_output(data / "x.h5", force=False)
+    check_output(data / "x.h5", force=True)
+    with pytest.raises(OutputPathError, match="does not exist"):
+        check_output(data / "nope" / "x.h5", force=False)
+
+
+def test_label_round_trip_through_file(tmp_path: Path, registry: Registry, tp1: TierParams) -> None:
+    path = tmp_path / "x.h5"
+    rows = write(path, small_spec(), tp1, registry)
+    with FarmReader(path) as r:
+        s = r.get_sample(0)
+        again = Label(1, s["continuous"], s["categorical"])
+    assert again.hash == rows[0].label.hash
