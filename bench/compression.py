@@ -29,8 +29,7 @@ OPTIONS: dict[str, CompressionSettings] = {
     "gzip-4 (no shuffle)": CompressionSettings(codec="gzip", level=4, shuffle=False),
     "shuffle + gzip-1": CompressionSettings(codec="gzip", level=1),
     "shuffle + lzf": CompressionSettings(codec="lzf"),
-    "float16 + shuffle + gzip-1": CompressionSettings(codec="gzip", level=1,
-                                                      audio_dtype="float16"),
+    "float16 + shuffle + gzip-1": CompressionSettings(codec="gzip", level=1, audio_dtype="float16"),
     "float16, no codec": CompressionSettings(codec="none", audio_dtype="float16"),
 }
 try:  # plugin codecs only when hdf5plugin is installed (farm[plugins])
@@ -58,14 +57,22 @@ def main() -> None:
         from farm.params.label import Label
 
         rows = [
-            Row(0, i, int(batch["midi_note"][i]),
+            Row(
+                0,
+                i,
+                int(batch["midi_note"][i]),
                 Label(a.tier, batch["continuous"][i], batch["categorical"][i]),
-                batch["audio"][i], 0.0, 0.0)
+                batch["audio"][i],
+                0.0,
+                0.0,
+            )
             for i in range(len(batch["audio"]))
         ]
         raw_mb = sum(x.audio.nbytes for x in rows) / 1e6
-        print(f"{len(rows)} real tier-{a.tier} rows ({raw_mb / len(rows):.2f} MB each); "
-              f"render cost {render_ms:.0f} ms per rendered note on one core")
+        print(
+            f"{len(rows)} real tier-{a.tier} rows ({raw_mb / len(rows):.2f} MB each); "
+            f"render cost {render_ms:.0f} ms per rendered note on one core"
+        )
         print("| codec | ratio | write MB/s | ms/row | cost / render time | plain h5py |")
         print("|---|---|---|---|---|---|")
         for name, c in OPTIONS.items():
@@ -80,8 +87,11 @@ def main() -> None:
             size = os.path.getsize(out)
             ms = 1000 * dt / len(rows)
             plain = "no (hdf5plugin)" if c.codec in ("blosc2-zstd", "bitshuffle-lz4") else "yes"
-            print(f"| {name} | {raw_mb * 1e6 / size:.2f} | {raw_mb / dt:.0f} | {ms:.1f} | "
-                  f"{ms / render_ms:.1%} | {plain} |", flush=True)
+            print(
+                f"| {name} | {raw_mb * 1e6 / size:.2f} | {raw_mb / dt:.0f} | {ms:.1f} | "
+                f"{ms / render_ms:.1%} | {plain} |",
+                flush=True,
+            )
             out.unlink()
 
 

@@ -32,8 +32,13 @@ CONFIGS = {
 
 def _run(args: tuple[int, str, list[int], int]) -> tuple[int, Counter[str]]:
     tier, config, jobs, batch = args
-    spec = RunSpec(tier=tier, n=1, seed=2026, batch_size=batch,
-                   sampling=SamplingSettings(constraints=CONFIGS[config]))
+    spec = RunSpec(
+        tier=tier,
+        n=1,
+        seed=2026,
+        batch_size=batch,
+        sampling=SamplingSettings(constraints=CONFIGS[config]),
+    )
     tp = tier_params(get_registry(), tier)
     engine = RenderEngine(tp, spec.render)
     accepted, rejections = 0, Counter[str]()
@@ -59,16 +64,19 @@ def main() -> None:
         for tier in (int(t) for t in a.tiers.split(",")):
             for config in CONFIGS:
                 t0 = time.monotonic()
-                parts = pool.map(_run, [(tier, config, jobs[i :: a.procs], batch)
-                                        for i in range(a.procs)])
+                parts = pool.map(
+                    _run, [(tier, config, jobs[i :: a.procs], batch) for i in range(a.procs)]
+                )
                 acc = sum(p[0] for p in parts)
                 rej = sum((p[1] for p in parts), Counter())
                 renders = acc + sum(rej.values())
                 silent = rej.pop("SILENT", 0)
                 other = ", ".join(f"{k} {v}" for k, v in sorted(rej.items())) or "-"
-                print(f"| {tier} | {config} | {acc}/{renders} = {acc / renders:.1%} | "
-                      f"{silent / renders:.1%} | {other} |  <!-- {time.monotonic() - t0:.0f}s -->",
-                      flush=True)
+                print(
+                    f"| {tier} | {config} | {acc}/{renders} = {acc / renders:.1%} | "
+                    f"{silent / renders:.1%} | {other} |  <!-- {time.monotonic() - t0:.0f}s -->",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -54,14 +54,20 @@ def params(tier: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in specs], indent=1))
         return
-    click.echo(f"tier {tier}: {len(tp.continuous)} continuous + {len(tp.categorical)} "
-               f"categorical{' + modulation matrix' if tp.modulation else ''}; "
-               f"registry {registry.fingerprint[:12]}")
+    click.echo(
+        f"tier {tier}: {len(tp.continuous)} continuous + {len(tp.categorical)} "
+        f"categorical{' + modulation matrix' if tp.modulation else ''}; "
+        f"registry {registry.fingerprint[:12]}"
+    )
     click.echo(f"{'name':34} {'kind':11} {'module':16} {'min':>10} {'max':>10} {'default':>10}")
     for s in specs:
-        extra = f"  [{len(s.options)} options]" if s.options else ("  (integer)" if s.integer else "")
-        click.echo(f"{s.name:34} {s.kind:11} {s.module:16} {s.min:10.4g} {s.max:10.4g} "
-                   f"{s.default:10.4g}{extra}")
+        extra = (
+            f"  [{len(s.options)} options]" if s.options else ("  (integer)" if s.integer else "")
+        )
+        click.echo(
+            f"{s.name:34} {s.kind:11} {s.module:16} {s.min:10.4g} {s.max:10.4g} "
+            f"{s.default:10.4g}{extra}"
+        )
 
 
 @cli.command()
@@ -71,30 +77,68 @@ def params(tier: int, as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Presets per job.")
 @click.option("--notes", default="48,60,72", show_default=True, help="MIDI notes per preset.")
-@click.option("--sampler", type=click.Choice(["lhs", "random", "sobol"]), default="lhs",
-              show_default=True)
+@click.option(
+    "--sampler", type=click.Choice(["lhs", "random", "sobol"]), default="lhs", show_default=True
+)
 @click.option("--velocity", type=float, default=0.8, show_default=True)
 @click.option("--note-duration", type=float, default=1.5, show_default=True)
 @click.option("--render-duration", type=float, default=2.0, show_default=True)
 @click.option("--sample-rate", type=int, default=44100, show_default=True)
-@click.option("--codec", type=click.Choice(["none", "gzip", "lzf", "blosc2-zstd",
-              "bitshuffle-lz4"]), default="none", show_default=True, help="Audio compression.")
+@click.option(
+    "--codec",
+    type=click.Choice(["none", "gzip", "lzf", "blosc2-zstd", "bitshuffle-lz4"]),
+    default="none",
+    show_default=True,
+    help="Audio compression.",
+)
 @click.option("--level", type=int, default=1, show_default=True, help="gzip level.")
 @click.option("--no-shuffle", is_flag=True, help="No byte-shuffle before compression.")
 @click.option("--float16", is_flag=True, help="Store audio as float16.")
 @click.option("--no-rules", is_flag=True, help="Switch off the conditional constraint rules.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-@click.option("--data-dir", envvar="FARM_DATA_DIR", default="data", show_default=True,
-              help="Folder every output stays in (env FARM_DATA_DIR).")
-@click.option("--inject-crash", type=float, default=0.0, hidden=True,
-              help="Fault injection: fraction of presets made to segfault vita.")
-def generate(tier: int, n: int, output: str | None, seed: int, batch_size: int, notes: str,
-             sampler: str, velocity: float, note_duration: float, render_duration: float,
-             sample_rate: int, codec: str, level: int, no_shuffle: bool, float16: bool,
-             no_rules: bool, force: bool, data_dir: str, inject_crash: float) -> None:
+@click.option(
+    "--data-dir",
+    envvar="FARM_DATA_DIR",
+    default="data",
+    show_default=True,
+    help="Folder every output stays in (env FARM_DATA_DIR).",
+)
+@click.option(
+    "--inject-crash",
+    type=float,
+    default=0.0,
+    hidden=True,
+    help="Fault injection: fraction of presets made to segfault vita.",
+)
+def generate(
+    tier: int,
+    n: int,
+    output: str | None,
+    seed: int,
+    batch_size: int,
+    notes: str,
+    sampler: str,
+    velocity: float,
+    note_duration: float,
+    render_duration: float,
+    sample_rate: int,
+    codec: str,
+    level: int,
+    no_shuffle: bool,
+    float16: bool,
+    no_rules: bool,
+    force: bool,
+    data_dir: str,
+    inject_crash: float,
+) -> None:
     """Render a dataset in this process (single worker, no queue)."""
-    from farm.config import (CompressionSettings, Constraints, RenderSettings, RunSpec,
-                             SamplingSettings)
+    from farm.config import (
+        CompressionSettings,
+        Constraints,
+        RenderSettings,
+        RunSpec,
+        SamplingSettings,
+    )
     from farm.local import generate as run_local
     from farm.paths import check_output, resolve_output
 
@@ -106,16 +150,27 @@ def generate(tier: int, n: int, output: str | None, seed: int, batch_size: int, 
         raise UsageError("--inject-crash must be a fraction in [0, 1]")
     try:
         spec = RunSpec(
-            tier=tier, n=n, seed=seed, batch_size=batch_size,
-            render=RenderSettings(notes=_notes(notes), velocity=velocity,
-                                  note_duration=note_duration,
-                                  render_duration=render_duration, sample_rate=sample_rate),
+            tier=tier,
+            n=n,
+            seed=seed,
+            batch_size=batch_size,
+            render=RenderSettings(
+                notes=_notes(notes),
+                velocity=velocity,
+                note_duration=note_duration,
+                render_duration=render_duration,
+                sample_rate=sample_rate,
+            ),
             sampling=SamplingSettings(
-                sampler=sampler,  # type: ignore[arg-type]
-                constraints=Constraints(rules=()) if no_rules else Constraints()),
+                sampler=sampler,
+                constraints=Constraints(rules=()) if no_rules else Constraints(),
+            ),
             compression=CompressionSettings(
-                codec=codec, level=level, shuffle=not no_shuffle,  # type: ignore[arg-type]
-                audio_dtype="float16" if float16 else "float32"),
+                codec=codec,
+                level=level,
+                shuffle=not no_shuffle,
+                audio_dtype="float16" if float16 else "float32",
+            ),
         )
     except ValidationError as e:
         raise _spec_error(e) from None
@@ -134,16 +189,20 @@ def generate(tier: int, n: int, output: str | None, seed: int, batch_size: int, 
         rate = p.accepted / p.elapsed if p.elapsed > 0 else 0.0
         eta = (p.target - p.accepted) / rate if rate > 0 else float("inf")
         rej = " ".join(f"{k}={v}" for k, v in sorted(p.rejections.items()))
-        line = (f"{p.accepted}/{p.target} rows  {rate:.2f} rows/s  ETA {eta:.0f}s  "
-                f"accepted {p.acceptance:.0%} of {p.renders} renders  {rej}")
+        line = (
+            f"{p.accepted}/{p.target} rows  {rate:.2f} rows/s  ETA {eta:.0f}s  "
+            f"accepted {p.acceptance:.0%} of {p.renders} renders  {rej}"
+        )
         click.echo(("\r" + line + "\x1b[K") if tty else line, err=True, nl=not tty)
 
     progress = run_local(spec, out, on_progress=show, crash=crash)
     if tty:
         click.echo("", err=True)
-    click.echo(f"wrote {out}: {progress.accepted} rows from {progress.renders} renders "
-               f"({progress.acceptance:.1%} accepted) in {progress.elapsed:.1f}s; "
-               f"rejections {json.dumps(dict(sorted(progress.rejections.items())))}")
+    click.echo(
+        f"wrote {out}: {progress.accepted} rows from {progress.renders} renders "
+        f"({progress.acceptance:.1%} accepted) in {progress.elapsed:.1f}s; "
+        f"rejections {json.dumps(dict(sorted(progress.rejections.items())))}"
+    )
 
 
 @cli.command()
@@ -163,15 +222,21 @@ def inspect(file: str, index: int | None, as_json: bool) -> None:
             rej = info["rejections"]
             renders = info["renders"] or info["rows"] + sum(rej.values())
             click.echo(f"{info['path']}  (schema {info['schema_version']})")
-            click.echo(f"  rows {info['rows']} from {info['presets']} presets, tier "
-                       f"{info['tier']}: {info['continuous']} continuous + "
-                       f"{info['categorical']} categorical"
-                       f"{' + modulation' if info['modulation'] else ''}")
-            click.echo(f"  audio {info['audio_shape']} {info['audio_dtype']} at "
-                       f"{info['sample_rate']} Hz, compression {info['compression']}")
-            click.echo(f"  notes {info['notes']} rows/note {info['rows_per_note']} velocity "
-                       f"{info['velocity']} note {info['note_duration']}s render "
-                       f"{info['render_duration']}s seed {info['seed']}")
+            click.echo(
+                f"  rows {info['rows']} from {info['presets']} presets, tier "
+                f"{info['tier']}: {info['continuous']} continuous + "
+                f"{info['categorical']} categorical"
+                f"{' + modulation' if info['modulation'] else ''}"
+            )
+            click.echo(
+                f"  audio {info['audio_shape']} {info['audio_dtype']} at "
+                f"{info['sample_rate']} Hz, compression {info['compression']}"
+            )
+            click.echo(
+                f"  notes {info['notes']} rows/note {info['rows_per_note']} velocity "
+                f"{info['velocity']} note {info['note_duration']}s render "
+                f"{info['render_duration']}s seed {info['seed']}"
+            )
             click.echo(f"  sources {info['sources']}")
             acc = (renders - sum(rej.values())) / renders if renders else 0.0
             click.echo(f"  rejections {rej} (accepted {acc:.1%} of {renders} renders)")
@@ -187,13 +252,25 @@ def inspect(file: str, index: int | None, as_json: bool) -> None:
             "seconds": audio.shape[1] / info["sample_rate"],
         }
         if as_json:
-            click.echo(json.dumps({"index": row["index"], "midi_note": row["midi_note"],
-                                   "preset_name": row["preset_name"],
-                                   "preset_hash": row["preset_hash"], "source": row["source"],
-                                   "audio": stats, "params": raw}, indent=1))
+            click.echo(
+                json.dumps(
+                    {
+                        "index": row["index"],
+                        "midi_note": row["midi_note"],
+                        "preset_name": row["preset_name"],
+                        "preset_hash": row["preset_hash"],
+                        "source": row["source"],
+                        "audio": stats,
+                        "params": raw,
+                    },
+                    indent=1,
+                )
+            )
             return
-        click.echo(f"row {row['index']}: {row['preset_name']} ({row['source']}) note "
-                   f"{row['midi_note']} job {row['job']} preset {row['preset']}")
+        click.echo(
+            f"row {row['index']}: {row['preset_name']} ({row['source']}) note "
+            f"{row['midi_note']} job {row['job']} preset {row['preset']}"
+        )
         click.echo(f"  hash {row['preset_hash']}")
         click.echo("  audio " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
         for j, name in enumerate(r.continuous_names):

@@ -49,7 +49,7 @@ class RenderSettings(_Frozen):
     @property
     def samples(self) -> int:
         """Samples per channel of one row."""
-        return int(round(self.render_duration * self.sample_rate))
+        return round(self.render_duration * self.sample_rate)
 
 
 class ValidationSettings(_Frozen):
@@ -100,7 +100,7 @@ class SamplingSettings(_Frozen):
     sampler: Literal["lhs", "random", "sobol"] = "lhs"
     """Continuous sampler: Latin Hypercube per job batch, i.i.d. uniform, or scrambled
     Sobol addressed by global preset index. Categoricals are always uniform."""
-    constraints: Constraints = Field(default_factory=Constraints)
+    constraints: Constraints = Constraints()
     median_connections: int = Field(6, ge=1, le=64)
     """Tier 3: median number of modulation connections per preset."""
     max_connections: int = Field(64, ge=1, le=64)
@@ -134,10 +134,10 @@ class RunSpec(_Frozen):
     seed: int = Field(0, ge=0, lt=2**63)
     batch_size: int = Field(16, ge=1, le=4096)
     """Presets per job; Latin Hypercube strata are per job."""
-    render: RenderSettings = Field(default_factory=RenderSettings)
-    validation: ValidationSettings = Field(default_factory=ValidationSettings)
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    compression: CompressionSettings = Field(default_factory=CompressionSettings)
+    render: RenderSettings = RenderSettings()
+    validation: ValidationSettings = ValidationSettings()
+    sampling: SamplingSettings = SamplingSettings()
+    compression: CompressionSettings = CompressionSettings()
 
     @field_validator("tier")
     @classmethod

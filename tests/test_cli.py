@@ -49,8 +49,7 @@ BAD = [
     (["generate", "-n", "5", "--notes", "60,200"], "MIDI note"),
     (["generate", "-n", "5", "--velocity", "2"], "velocity"),
     (["generate", "-n", "5", "--sampler", "magic"], "magic"),
-    (["generate", "-n", "5", "--render-duration", "1", "--note-duration", "2"],
-     "render_duration"),
+    (["generate", "-n", "5", "--render-duration", "1", "--note-duration", "2"], "render_duration"),
     (["generate", "-n", "5", "-o", "../escape.h5"], "outside the data folder"),
     (["generate", "-n", "5", "-o", "/tmp/escape.h5"], "outside the data folder"),
     (["generate", "-n", "5", "-o", "sub/x.h5"], "does not exist"),
@@ -61,8 +60,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD)
-def test_bad_input_is_one_line_exit_2_no_file(workdir: Path, args: list[str],
-                                               message: str) -> None:
+def test_bad_input_is_one_line_exit_2_no_file(workdir: Path, args: list[str], message: str) -> None:
     r = farm(*args, cwd=workdir)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()

@@ -51,7 +51,9 @@ def test_each_note_from_clean_state(tp2: TierParams) -> None:
     engine.close()
 
 
-def test_segfault_is_a_crash_and_the_engine_survives(engine2: RenderEngine, tp2: TierParams) -> None:
+def test_segfault_is_a_crash_and_the_engine_survives(
+    engine2: RenderEngine, tp2: TierParams
+) -> None:
     bad = init_label(tp2, (Modulation("lfo_1", CRASH_DESTINATION, 1.0),))
     (r,) = engine2.render(bad, allow_unknown_modulation=True)
     assert r.outcome is Outcome.CRASH and r.audio is None
@@ -60,7 +62,9 @@ def test_segfault_is_a_crash_and_the_engine_survives(engine2: RenderEngine, tp2:
     assert engine2._pid == os.getpid()
 
 
-def test_unknown_modulation_is_refused_before_render(engine2: RenderEngine, tp2: TierParams) -> None:
+def test_unknown_modulation_is_refused_before_render(
+    engine2: RenderEngine, tp2: TierParams
+) -> None:
     for mod in (Modulation("lfo_1", CRASH_DESTINATION, 1.0), Modulation("nope", "volume", 1.0)):
         (r,) = engine2.render(init_label(tp2, (mod,)))
         assert r.outcome is Outcome.ERROR and "unknown modulation" in r.detail
@@ -82,8 +86,9 @@ def test_modulation_changes_the_sound(tp2: TierParams, tp3: TierParams) -> None:
 
 def test_timeout_kills_a_long_render(tp1: TierParams) -> None:
     # A 60 s render takes well over the 1 s limit on any machine.
-    engine = RenderEngine(tp1, RenderSettings(notes=(60,), note_duration=60, render_duration=60,
-                                              timeout_s=1))
+    engine = RenderEngine(
+        tp1, RenderSettings(notes=(60,), note_duration=60, render_duration=60, timeout_s=1)
+    )
     (r,) = engine.render(init_label(tp1))
     assert r.outcome is Outcome.TIMEOUT
     engine.close()
@@ -115,8 +120,9 @@ def test_engine_refuses_use_from_a_forked_child(engine2: RenderEngine, tp2: Tier
 
 @pytest.mark.parametrize("notes", [(60,), (36, 60, 84, 100)])
 def test_notes_subset_and_order(tp1: TierParams, notes: tuple[int, ...]) -> None:
-    engine = RenderEngine(tp1, RenderSettings(notes=(36, 60, 84, 100), render_duration=0.5,
-                                              note_duration=0.3))
+    engine = RenderEngine(
+        tp1, RenderSettings(notes=(36, 60, 84, 100), render_duration=0.5, note_duration=0.3)
+    )
     rs = engine.render(init_label(tp1), notes=notes)
     assert [r.note for r in rs] == list(notes)
     assert all(r.outcome is Outcome.OK for r in rs)

@@ -65,7 +65,11 @@ def test_tiers(registry: Registry) -> None:
     t1, t2, t3 = (tier_params(registry, t) for t in (1, 2, 3))
     assert (len(t1.continuous), len(t1.categorical)) == (62, 20)
     assert {s.module for s in t1.continuous} | {s.module for s in t1.categorical} == {
-        "osc_1", "osc_2", "filter_1", "env_1", "global"
+        "osc_1",
+        "osc_2",
+        "filter_1",
+        "env_1",
+        "global",
     }
     assert {"osc_1_on", "osc_2_on", "filter_1_on"} <= {s.name for s in t1.categorical}
     assert (len(t2.continuous), len(t2.categorical)) == (322, 126)
@@ -76,10 +80,11 @@ def test_tiers(registry: Registry) -> None:
 def test_params_cli_json() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "farm.cli", "params", "--tier", "1", "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rows = json.loads(out)
     assert len(rows) == 82
-    assert set(rows[0]) == {"name", "kind", "module", "min", "max", "default", "integer",
-                            "options"}
+    assert set(rows[0]) == {"name", "kind", "module", "min", "max", "default", "integer", "options"}
     assert {r["kind"] for r in rows} == {"continuous", "categorical"}

@@ -21,8 +21,7 @@ def _vectors(spec: RunSpec, tp: TierParams, job: int) -> bytes:
 
 @pytest.mark.parametrize("sampler", ["lhs", "random", "sobol"])
 def test_same_spec_seed_job_is_byte_identical(tp2: TierParams, sampler: str) -> None:
-    spec = RunSpec(tier=2, n=10, seed=11, batch_size=8,
-                   sampling=SamplingSettings(sampler=sampler))  # type: ignore[arg-type]
+    spec = RunSpec(tier=2, n=10, seed=11, batch_size=8, sampling=SamplingSettings(sampler=sampler))  # type: ignore[arg-type]
     assert _vectors(spec, tp2, 3) == _vectors(spec, tp2, 3)
     assert _vectors(spec, tp2, 3) != _vectors(spec, tp2, 4)
     other_seed = spec.model_copy(update={"seed": 12})
@@ -93,9 +92,12 @@ def test_default_constraints(tp2: TierParams) -> None:
 
 
 def test_constraints_can_be_switched_off(tp2: TierParams) -> None:
-    spec = RunSpec(tier=2, n=10, batch_size=256,
-                   sampling=SamplingSettings(constraints=Constraints(fixed={}, ranges={},
-                                                                     rules=())))
+    spec = RunSpec(
+        tier=2,
+        n=10,
+        batch_size=256,
+        sampling=SamplingSettings(constraints=Constraints(fixed={}, ranges={}, rules=())),
+    )
     cat = np.stack([L.categorical for L in sample_job(spec, tp2, 0)])
     assert set(cat[:, tp2.categorical_index("osc_1_on")]) == {0, 1}
     col = tp2.categorical_index("osc_1_destination")
@@ -129,8 +131,9 @@ def test_tier3_modulation_distribution() -> None:
             assert -1 <= m.amount <= 1 and abs(m.amount) >= 1e-3 and -10 <= m.power <= 10
     assert 5 <= np.median(ks) <= 7
     assert min(ks) >= 1
-    capped = sample_modulations(rng, sources, destinations, median_connections=64,
-                                max_connections=64)
+    capped = sample_modulations(
+        rng, sources, destinations, median_connections=64, max_connections=64
+    )
     assert len(capped) == 64
 
 

@@ -47,8 +47,9 @@ def write(path: Path, spec: RunSpec, tp: TierParams, registry: Registry) -> list
 
 
 @pytest.mark.parametrize("tier", [1, 3])
-def test_written_file_passes_schema_and_reads_back(tmp_path: Path, registry: Registry,
-                                                  tier: int) -> None:
+def test_written_file_passes_schema_and_reads_back(
+    tmp_path: Path, registry: Registry, tier: int
+) -> None:
     spec = small_spec(tier=tier)
     tp = tier_params(registry, tier)
     path = tmp_path / "x.h5"
@@ -62,12 +63,17 @@ def test_written_file_passes_schema_and_reads_back(tmp_path: Path, registry: Reg
         for a in ("names", "raw_min", "raw_max"):
             assert a in f[schema.CONTINUOUS].attrs
         assert set(json.loads(f[schema.CATEGORICAL].attrs["options"])) == {
-            s.name for s in tp.categorical}
+            s.name for s in tp.categorical
+        }
         assert (schema.MODULATION in f) == (tier == 3)
         if tier == 3:
             assert f[schema.MODULATION].shape[1:] == (4, 32, 428)
             assert list(f[schema.MODULATION].attrs["channels"]) == [
-                "amount", "bipolar", "power", "stereo"]
+                "amount",
+                "bipolar",
+                "power",
+                "stereo",
+            ]
     with FarmReader(path) as r:
         info = r.info()
         assert info["rows"] == len(rows) and info["tier"] == tier
@@ -103,8 +109,7 @@ def test_schema_check_catches_damage(tmp_path: Path, registry: Registry, tp1: Ti
 def test_abort_leaves_nothing(tmp_path: Path, registry: Registry, tp1: TierParams) -> None:
     path = tmp_path / "x.h5"
     spec = small_spec()
-    with pytest.raises(KeyboardInterrupt), ShardWriter(path, spec, tp1,
-                                                       registry.fingerprint) as w:
+    with pytest.raises(KeyboardInterrupt), ShardWriter(path, spec, tp1, registry.fingerprint) as w:
         w.append(fake_rows(spec, tp1))
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
@@ -120,8 +125,9 @@ def test_abort_leaves_nothing(tmp_path: Path, registry: Registry, tp1: TierParam
         CompressionSettings(codec="gzip", audio_dtype="float16"),
     ],
 )
-def test_compression_options_round_trip(tmp_path: Path, registry: Registry, tp1: TierParams,
-                                        settings: CompressionSettings) -> None:
+def test_compression_options_round_trip(
+    tmp_path: Path, registry: Registry, tp1: TierParams, settings: CompressionSettings
+) -> None:
     spec = small_spec(compression=settings)
     path = tmp_path / "x.h5"
     rows = write(path, spec, tp1, registry)
@@ -157,8 +163,9 @@ w.append(fake_rows(spec, tp, 9))  # appended, never flushed
 time.sleep(60)
 """
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("flushed"), line
@@ -172,8 +179,9 @@ time.sleep(60)
         assert np.isfinite(f[schema.AUDIO][flushed - 1]).all()
 
 
-def test_output_paths_stay_in_the_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                              ) -> None:
+def test_output_paths_stay_in_the_data_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     monkeypatch.chdir(tmp_path)

@@ -120,9 +120,7 @@ class Registry:
 
     def __init__(self, specs: Iterable[ParamSpec], vita_version: str = VITA_VERSION) -> None:
         ordered = sorted(specs, key=lambda s: s.name)
-        self.continuous: tuple[ParamSpec, ...] = tuple(
-            s for s in ordered if s.kind == "continuous"
-        )
+        self.continuous: tuple[ParamSpec, ...] = tuple(s for s in ordered if s.kind == "continuous")
         self.categorical: tuple[ParamSpec, ...] = tuple(
             s for s in ordered if s.kind == "categorical"
         )

@@ -30,16 +30,17 @@ def dataset_options(settings: CompressionSettings) -> dict[str, Any]:
     if codec == "none":
         return {}
     if codec == "gzip":
-        return {"compression": "gzip", "compression_opts": settings.level,
-                "shuffle": settings.shuffle}
+        return {
+            "compression": "gzip",
+            "compression_opts": settings.level,
+            "shuffle": settings.shuffle,
+        }
     if codec == "lzf":
         return {"compression": "lzf", "shuffle": settings.shuffle}
     try:
         import hdf5plugin
     except ImportError as e:
-        raise UsageError(
-            f"codec {codec} needs hdf5plugin: pip install 'farm[plugins]'"
-        ) from e
+        raise UsageError(f"codec {codec} needs hdf5plugin: pip install 'farm[plugins]'") from e
     if codec == "blosc2-zstd":
         shuffle = hdf5plugin.Blosc2.SHUFFLE if settings.shuffle else hdf5plugin.Blosc2.NOSHUFFLE
         return dict(hdf5plugin.Blosc2(cname="zstd", clevel=1, filters=shuffle))

@@ -59,7 +59,7 @@ class FarmReader:
             "path": self.path,
             "schema_version": str(a["schema_version"]),
             "rows": len(self),
-            "presets": int(len(np.unique(hashes))),
+            "presets": len(np.unique(hashes)),
             "tier": int(a["tier"]),
             "continuous": len(self.continuous_names),
             "categorical": len(self.categorical_names),
@@ -69,8 +69,13 @@ class FarmReader:
             "audio_dtype": str(audio.dtype),
             "compression": audio.compression or "none",
             "notes": [int(n) for n in a["notes"]],
-            "rows_per_note": {int(n): int(c) for n, c in zip(*np.unique(notes, return_counts=True), strict=True)},
-            "sources": {s.decode(): int(c) for s, c in zip(*np.unique(sources, return_counts=True), strict=True)},
+            "rows_per_note": {
+                int(n): int(c) for n, c in zip(*np.unique(notes, return_counts=True), strict=True)
+            },
+            "sources": {
+                s.decode(): int(c)
+                for s, c in zip(*np.unique(sources, return_counts=True), strict=True)
+            },
             "velocity": float(a["velocity"]),
             "note_duration": float(a["note_duration"]),
             "render_duration": float(a["render_duration"]),

@@ -79,7 +79,7 @@ def check_file(f: Any) -> list[str]:
     for name in (CONTINUOUS, CATEGORICAL, *(f"metadata/{m}" for m in METADATA)):
         if f[name].shape[0] != n:
             problems.append(f"{name} has {f[name].shape[0]} rows, audio has {n}")
-    t = int(round(float(f.attrs["render_duration"]) * int(f.attrs["sample_rate"])))
+    t = round(float(f.attrs["render_duration"]) * int(f.attrs["sample_rate"]))
     if f[AUDIO].shape[1:] != (2, t):
         problems.append(f"audio rows are {f[AUDIO].shape[1:]}, expected (2, {t})")
     cont, cat = f[CONTINUOUS], f[CATEGORICAL]

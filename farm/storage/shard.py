@@ -97,8 +97,10 @@ class ShardWriter:
         atomic: bool = True,
     ) -> None:
         self.final_path = Path(path)
-        self.path = self.final_path.with_name(self.final_path.name + ".tmp") if atomic else (
-            self.final_path
+        self.path = (
+            self.final_path.with_name(self.final_path.name + ".tmp")
+            if atomic
+            else (self.final_path)
         )
         self.spec = spec
         self.tp = tp
