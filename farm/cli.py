@@ -184,8 +184,13 @@ def generate(
             return bool(rng_for(seed, job, 99).random(batch_size)[preset] < inject_crash)
 
     tty = sys.stderr.isatty()
+    last = [0.0]
 
     def show(p: Any) -> None:
+        # One refreshed line on a terminal; in a log, a line every 10 s and the last one.
+        if not tty and p.accepted < p.target and p.elapsed - last[0] < 10.0:
+            return
+        last[0] = p.elapsed
         rate = p.accepted / p.elapsed if p.elapsed > 0 else 0.0
         eta = (p.target - p.accepted) / rate if rate > 0 else float("inf")
         rej = " ".join(f"{k}={v}" for k, v in sorted(p.rejections.items()))

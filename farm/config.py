@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -165,8 +165,3 @@ class RunSpec(_Frozen):
     def fingerprint(self) -> str:
         """Short hash of the spec: equal fingerprints plan equal jobs."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
-
-
-def describe(spec: RunSpec) -> dict[str, Any]:
-    """The spec as a plain dict (for summaries)."""
-    return spec.model_dump(mode="json")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 
 from farm.config import RenderSettings, RunSpec
+from farm.params.label import Label, Modulation
+from farm.params.normalize import categorical_from_raw, continuous_from_raw
 from farm.params.registry import Registry, get_registry
 from farm.params.tiers import TierParams, tier_params
 from farm.render.engine import RenderEngine
@@ -50,3 +54,12 @@ def small_spec(**kw: object) -> RunSpec:
     }
     base.update(kw)
     return RunSpec(**base)  # type: ignore[arg-type]
+
+
+def init_label(
+    tp: TierParams, mods: tuple[Modulation, ...] = (), extra: dict[str, Any] | None = None
+) -> Label:
+    """The label of vita's init preset in tier ``tp`` (audible: osc 1 saw into the output)."""
+    c = continuous_from_raw(tp, np.array([s.default for s in tp.continuous]))
+    k = categorical_from_raw(tp, np.array([s.default for s in tp.categorical]))
+    return Label(tp.tier, c, k, mods, extra=extra or {})

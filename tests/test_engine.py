@@ -7,18 +7,13 @@ import pytest
 
 from farm.config import RenderSettings, RunSpec
 from farm.jobs import CRASH_DESTINATION, render_job
-from farm.params.label import Label, Modulation
-from farm.params.normalize import categorical_from_raw, continuous_from_raw
+from farm.params.label import Modulation
 from farm.params.sampler import sample_job
 from farm.params.tiers import TierParams
 from farm.render.engine import Outcome, RenderEngine
 from farm.render.validate import Reason
 
-
-def init_label(tp: TierParams, mods: tuple[Modulation, ...] = ()) -> Label:
-    c = continuous_from_raw(tp, np.array([s.default for s in tp.continuous]))
-    k = categorical_from_raw(tp, np.array([s.default for s in tp.categorical]))
-    return Label(tp.tier, c, k, mods)
+from .conftest import init_label
 
 
 def test_init_preset_renders(engine2: RenderEngine, tp2: TierParams) -> None:

@@ -154,6 +154,8 @@ def test_label_hash() -> None:
     assert Label(3, np.array([0.5, 0.25]), np.array([1, 0])).hash != a.hash
     c = Label(3, a.continuous, a.categorical, (Modulation("lfo_1", "volume", 0.5),))
     assert c.hash != Label(3, a.continuous, a.categorical).hash
+    wt = Label(2, a.continuous, a.categorical, extra={"nonscalar": {"wavetables": [1]}})
+    assert wt.hash != a.hash
 
 
 def test_presets_unique_within_a_run(tp2: TierParams) -> None:

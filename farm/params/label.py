@@ -59,6 +59,8 @@ class Label:
         modulations: connections in canonical order (sorted by source, destination index).
         name: preset name stored in the row (not part of the hash).
         source: ``synthetic`` | ``community`` | ``factory`` (not part of the hash).
+        extra: ``{"nonscalar": {...}}`` holds preset-JSON ``settings`` entries (wavetables,
+            LFO shapes, sample) injected before rendering; part of the hash when present.
     """
 
     tier: int
@@ -86,4 +88,8 @@ class Label:
         h.update(b"|")
         mods = [m.to_list() for m in self.modulations]
         h.update(json.dumps(mods, separators=(",", ":")).encode())
+        nonscalar = self.extra.get("nonscalar")
+        if nonscalar:
+            h.update(b"|")
+            h.update(json.dumps(nonscalar, sort_keys=True, separators=(",", ":")).encode())
         return h.hexdigest()
