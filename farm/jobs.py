@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from farm.config import RunSpec
-from farm.params.label import Label
+from farm.params.label import Label, Modulation
 from farm.render.engine import Outcome, RenderEngine
 from farm.render.validate import Reason, validate
 from farm.storage.shard import Row
@@ -86,10 +86,6 @@ CRASH_DESTINATION = "chorus_voices"
 
 
 def _with_unknown_destination(label: Label) -> Label:
-    from dataclasses import replace
-
-    from farm.params.label import Modulation
-
     return replace(
         label, modulations=(*label.modulations, Modulation("lfo_1", CRASH_DESTINATION, 1.0))
     )

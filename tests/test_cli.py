@@ -40,6 +40,36 @@ def test_generate_then_inspect(workdir: Path) -> None:
     assert row["audio"]["rms"] > 0
 
 
+def test_injected_segfaults_cost_only_their_presets(workdir: Path) -> None:
+    r = farm(
+        "generate",
+        "--tier",
+        "2",
+        "-n",
+        "8",
+        "--batch-size",
+        "4",
+        "--inject-crash",
+        "0.5",
+        *FAST,
+        cwd=workdir,
+    )
+    assert r.returncode == 0, r.stderr
+    with h5py.File(workdir / "data" / "tier2_8.h5", "r") as f:
+        assert schema.check_file(f) == []
+        assert f[schema.AUDIO].shape[0] == 8
+        assert json.loads(f.attrs["rejections"]).get("CRASH", 0) >= 1
+        keys = list(
+            zip(
+                f["metadata/job"][...],
+                f["metadata/preset"][...],
+                f["metadata/midi_note"][...],
+                strict=True,
+            )
+        )
+    assert len(set(keys)) == 8 and keys == sorted(keys)
+
+
 BAD = [
     (["generate", "--tier", "4", "-n", "5"], "unknown tier"),
     (["generate", "-n", "0"], "positive"),

@@ -196,9 +196,12 @@ class ShardWriter:
         f[schema.CATEGORICAL][n0:n1] = np.stack([r.label.categorical for r in rows])
         if self.tp.modulation:
             sources, destinations = modulation_names()
-            f[schema.MODULATION][n0:n1] = np.stack(
-                [to_matrix(r.label.modulations, sources, destinations) for r in rows]
-            )
+            # Rows of one preset share a label: build its 219 KB matrix once.
+            matrices: dict[int, np.ndarray] = {}
+            for r in rows:
+                if id(r.label) not in matrices:
+                    matrices[id(r.label)] = to_matrix(r.label.modulations, sources, destinations)
+            f[schema.MODULATION][n0:n1] = np.stack([matrices[id(r.label)] for r in rows])
         columns: dict[str, list[Any]] = {
             "midi_note": [r.note for r in rows],
             "source": [r.label.source.encode()[:10] for r in rows],
