@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,3 +65,15 @@ def init_label(
     c = continuous_from_raw(tp, np.array([s.default for s in tp.continuous]))
     k = categorical_from_raw(tp, np.array([s.default for s in tp.categorical]))
     return Label(tp.tier, c, k, mods, extra=extra or {})
+
+
+@pytest.fixture(scope="session")
+def community_dir() -> Path:
+    """../shared/presets/community (real CC BY 4.0 presets). Skipped locally when missing;
+    a failure in CI, where shared/ always lies beside the clone."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "presets" / "community"
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI must run beside shared/")
+        pytest.skip(f"{path} is missing")
+    return path

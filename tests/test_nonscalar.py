@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from farm.config import RenderSettings
 from farm.params.tiers import TierParams
@@ -13,12 +12,11 @@ from farm.render.engine import Outcome, RenderEngine
 
 from .conftest import init_label
 
-COMMUNITY = Path(__file__).resolve().parents[2] / "shared" / "presets" / "community"
 
-
-@pytest.mark.skipif(not COMMUNITY.is_dir(), reason="../shared/presets/community is missing")
-def test_injected_wavetables_change_the_sound_reproducibly(tp1: TierParams) -> None:
-    preset = json.loads((COMMUNITY / "Thaisync.vital").read_text())
+def test_injected_wavetables_change_the_sound_reproducibly(
+    tp1: TierParams, community_dir: Path
+) -> None:
+    preset = json.loads((community_dir / "Thaisync.vital").read_text())
     wavetables = preset["settings"]["wavetables"]
     engine = RenderEngine(tp1, RenderSettings(notes=(60,)))
     (plain,) = engine.render(init_label(tp1))
