@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -70,68 +72,72 @@ def params(tier: int, as_json: bool) -> None:
         )
 
 
-@cli.command()
-@click.option("--tier", type=int, default=1, show_default=True, help="Tier 1, 2 or 3.")
-@click.option("-n", "n", type=int, required=True, help="Accepted rows (notes) to produce.")
-@click.option("-o", "--output", default=None, help="Output file [default: data/tier{T}_{n}.h5].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Presets per job.")
-@click.option("--notes", default="48,60,72", show_default=True, help="MIDI notes per preset.")
-@click.option(
-    "--sampler", type=click.Choice(["lhs", "random", "sobol"]), default="lhs", show_default=True
-)
-@click.option("--velocity", type=float, default=0.8, show_default=True)
-@click.option("--note-duration", type=float, default=1.5, show_default=True)
-@click.option("--render-duration", type=float, default=2.0, show_default=True)
-@click.option("--sample-rate", type=int, default=44100, show_default=True)
-@click.option(
-    "--codec",
-    type=click.Choice(["none", "gzip", "lzf", "blosc2-zstd", "bitshuffle-lz4"]),
-    default="none",
-    show_default=True,
-    help="Audio compression.",
-)
-@click.option("--level", type=int, default=1, show_default=True, help="gzip level.")
-@click.option("--no-shuffle", is_flag=True, help="No byte-shuffle before compression.")
-@click.option("--float16", is_flag=True, help="Store audio as float16.")
-@click.option("--no-rules", is_flag=True, help="Switch off the conditional constraint rules.")
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
-@click.option(
+def _spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that build a RunSpec (shared by ``generate`` and ``submit``)."""
+    options = [
+        click.option("--tier", type=int, default=1, show_default=True, help="Tier 1, 2 or 3."),
+        click.option("-n", "n", type=int, required=True, help="Accepted rows (notes) to make."),
+        click.option("-o", "--output", default=None, help="Output [default: tier{T}_{n}.h5]."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option(
+            "--batch-size", type=int, default=16, show_default=True, help="Presets per job."
+        ),
+        click.option(
+            "--notes", default="48,60,72", show_default=True, help="MIDI notes per preset."
+        ),
+        click.option(
+            "--sampler",
+            type=click.Choice(["lhs", "random", "sobol"]),
+            default="lhs",
+            show_default=True,
+        ),
+        click.option("--velocity", type=float, default=0.8, show_default=True),
+        click.option("--note-duration", type=float, default=1.5, show_default=True),
+        click.option("--render-duration", type=float, default=2.0, show_default=True),
+        click.option("--sample-rate", type=int, default=44100, show_default=True),
+        click.option(
+            "--codec",
+            type=click.Choice(["none", "gzip", "lzf", "blosc2-zstd", "bitshuffle-lz4"]),
+            default="none",
+            show_default=True,
+            help="Audio compression.",
+        ),
+        click.option("--level", type=int, default=1, show_default=True, help="gzip level."),
+        click.option("--no-shuffle", is_flag=True, help="No byte-shuffle before compression."),
+        click.option("--float16", is_flag=True, help="Store audio as float16."),
+        click.option("--no-rules", is_flag=True, help="Switch off the conditional rules."),
+        click.option("--force", is_flag=True, help="Replace an existing output file."),
+        _data_dir_option,
+        click.option(
+            "--inject-crash",
+            type=float,
+            default=0.0,
+            hidden=True,
+            help="Fault injection: fraction of presets made to segfault vita.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+_data_dir_option = click.option(
     "--data-dir",
     envvar="FARM_DATA_DIR",
     default="data",
     show_default=True,
     help="Folder every output stays in (env FARM_DATA_DIR).",
 )
-@click.option(
-    "--inject-crash",
-    type=float,
-    default=0.0,
-    hidden=True,
-    help="Fault injection: fraction of presets made to segfault vita.",
+_broker_option = click.option(
+    "--broker",
+    envvar="FARM_BROKER_URL",
+    default=None,
+    help="redis://[:password@]host:port/db (env FARM_BROKER_URL); unset: embedded Redis.",
 )
-def generate(
-    tier: int,
-    n: int,
-    output: str | None,
-    seed: int,
-    batch_size: int,
-    notes: str,
-    sampler: str,
-    velocity: float,
-    note_duration: float,
-    render_duration: float,
-    sample_rate: int,
-    codec: str,
-    level: int,
-    no_shuffle: bool,
-    float16: bool,
-    no_rules: bool,
-    force: bool,
-    data_dir: str,
-    inject_crash: float,
-) -> None:
-    """Render a dataset in this process (single worker, no queue)."""
+
+
+def _build_spec(kw: dict[str, Any]) -> Any:
+    """A RunSpec from the spec options (one-line errors for bad values)."""
     from farm.config import (
         CompressionSettings,
         Constraints,
@@ -139,70 +145,95 @@ def generate(
         RunSpec,
         SamplingSettings,
     )
-    from farm.local import generate as run_local
-    from farm.paths import check_output, resolve_output
 
+    n, tier = kw["n"], kw["tier"]
     if n <= 0:
         raise UsageError(f"-n must be a positive number of rows, got {n}")
     if tier not in (1, 2, 3):
         raise UsageError(f"unknown tier {tier}: choose 1, 2 or 3")
-    if not 0.0 <= inject_crash <= 1.0:
+    if not 0.0 <= kw["inject_crash"] <= 1.0:
         raise UsageError("--inject-crash must be a fraction in [0, 1]")
     try:
-        spec = RunSpec(
+        return RunSpec(
             tier=tier,
             n=n,
-            seed=seed,
-            batch_size=batch_size,
+            seed=kw["seed"],
+            batch_size=kw["batch_size"],
             render=RenderSettings(
-                notes=_notes(notes),
-                velocity=velocity,
-                note_duration=note_duration,
-                render_duration=render_duration,
-                sample_rate=sample_rate,
+                notes=_notes(kw["notes"]),
+                velocity=kw["velocity"],
+                note_duration=kw["note_duration"],
+                render_duration=kw["render_duration"],
+                sample_rate=kw["sample_rate"],
             ),
             sampling=SamplingSettings(
-                sampler=sampler,
-                constraints=Constraints(rules=()) if no_rules else Constraints(),
+                sampler=kw["sampler"],
+                constraints=Constraints(rules=()) if kw["no_rules"] else Constraints(),
             ),
             compression=CompressionSettings(
-                codec=codec,
-                level=level,
-                shuffle=not no_shuffle,
-                audio_dtype="float16" if float16 else "float32",
+                codec=kw["codec"],
+                level=kw["level"],
+                shuffle=not kw["no_shuffle"],
+                audio_dtype="float16" if kw["float16"] else "float32",
             ),
         )
     except ValidationError as e:
         raise _spec_error(e) from None
-    out = resolve_output(data_dir, output, f"tier{tier}_{n}.h5")
-    check_output(out, force=force)
+
+
+class _Progress:
+    """One refreshed line on a terminal; in a log, a line every 10 s and the last one."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = -1e9
+        self.shown = False
+
+    def __call__(self, line: str, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.tty and not final and now - self.last < 10.0:
+            return
+        self.last = now
+        self.shown = True
+        click.echo(("\r" + line + "\x1b[K") if self.tty else line, err=True, nl=not self.tty)
+
+    def end(self) -> None:
+        if self.tty and self.shown:
+            click.echo("", err=True)
+
+
+@cli.command()
+@_spec_options
+def generate(**kw: Any) -> None:
+    """Render a dataset in this process (single worker, no queue)."""
+    from farm.local import generate as run_local
+    from farm.paths import check_output, resolve_output
+
+    spec = _build_spec(kw)
+    out = resolve_output(kw["data_dir"], kw["output"], f"tier{spec.tier}_{spec.n}.h5")
+    check_output(out, force=kw["force"])
     crash = None
-    if inject_crash > 0:
-        from farm.params.sampler import rng_for
+    if kw["inject_crash"] > 0:
+        from farm.jobs import injected_crashes
 
         def crash(job: int, preset: int) -> bool:
-            return bool(rng_for(seed, job, 99).random(batch_size)[preset] < inject_crash)
+            pick = injected_crashes(spec, job, kw["inject_crash"])
+            return pick is not None and pick(preset)
 
-    tty = sys.stderr.isatty()
-    last = [0.0]
+    bar = _Progress()
 
     def show(p: Any) -> None:
-        # One refreshed line on a terminal; in a log, a line every 10 s and the last one.
-        if not tty and p.accepted < p.target and p.elapsed - last[0] < 10.0:
-            return
-        last[0] = p.elapsed
         rate = p.accepted / p.elapsed if p.elapsed > 0 else 0.0
         eta = (p.target - p.accepted) / rate if rate > 0 else float("inf")
         rej = " ".join(f"{k}={v}" for k, v in sorted(p.rejections.items()))
-        line = (
+        bar(
             f"{p.accepted}/{p.target} rows  {rate:.2f} rows/s  ETA {eta:.0f}s  "
-            f"accepted {p.acceptance:.0%} of {p.renders} renders  {rej}"
+            f"accepted {p.acceptance:.0%} of {p.renders} renders  {rej}",
+            final=p.accepted >= p.target,
         )
-        click.echo(("\r" + line + "\x1b[K") if tty else line, err=True, nl=not tty)
 
     progress = run_local(spec, out, on_progress=show, crash=crash)
-    if tty:
-        click.echo("", err=True)
+    bar.end()
     click.echo(
         f"wrote {out}: {progress.accepted} rows from {progress.renders} renders "
         f"({progress.acceptance:.1%} accepted) in {progress.elapsed:.1f}s; "
@@ -282,6 +313,17 @@ def inspect(file: str, index: int | None, as_json: bool) -> None:
             click.echo(f"  {name:34} {row['continuous'][j]:8.4f}  raw {raw[name]:.6g}")
         for j, name in enumerate(r.categorical_names):
             click.echo(f"  {name:34} {row['categorical'][j]:8d}  {raw[name]}")
+
+
+def _register_run_commands() -> None:
+    # The farm's run commands live with the coordinator (they talk to Redis and Celery,
+    # which the core never imports); their own imports are deferred to when they run.
+    from coordinator.commands import register
+
+    register(cli)
+
+
+_register_run_commands()
 
 
 def main() -> NoReturn:

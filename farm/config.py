@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -165,3 +166,64 @@ class RunSpec(_Frozen):
     def fingerprint(self) -> str:
         """Short hash of the spec: equal fingerprints plan equal jobs."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+class Faults(_Frozen):
+    """Fault injection for tests and drills: real faults, chosen deterministically.
+
+    Not part of the spec (a drill does not change which rows a run should hold), stored with
+    the run so every worker applies the same faults.
+    """
+
+    crash_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of presets given a modulation destination vita does not know: a real
+    segfault in the render child, recorded as CRASH."""
+    kill_jobs: tuple[int, ...] = ()
+    """Jobs whose worker process kills itself (SIGKILL) before rendering, on every attempt:
+    a poison job that only the attempt cap ends."""
+
+
+class FarmSettings(_Frozen):
+    """How the farm runs (not what it makes): broker, data folder, queue and retry policy.
+
+    Built once at the edge (CLI, worker start-up) from options and ``FARM_*`` variables and
+    passed down.
+    """
+
+    data_dir: str = "data"
+    """Folder every output, shard and embedded-broker file stays in."""
+    broker_url: str | None = None
+    """``redis://[:password@]host:port/db``; None starts the embedded private Redis."""
+    queue: str = "farm"
+    """Celery queue of render and collect tasks."""
+    window: int = Field(0, ge=0, le=100_000)
+    """Most jobs enqueued and not done at once (0: 2 x local workers, or 512 on a
+    broker); bounds Redis memory whatever n is."""
+    max_attempts: int = Field(4, ge=1, le=100)
+    """Deliveries of one job before its presets are recorded as CRASH and it is dropped."""
+    stale_after_s: float = Field(600.0, gt=0)
+    """A job started (or sent) this long ago and not done is sent again (lost message,
+    worker killed from outside); duplicates are harmless."""
+    task_time_limit_s: float = Field(3600.0, gt=0)
+    """Hard Celery time limit of one job."""
+    visibility_timeout_s: float = Field(7200.0, gt=0)
+    """Redis transport: an unacknowledged message returns to the queue after this long;
+    above the longest job, or a slow job is delivered twice."""
+    max_tasks_per_child: int = Field(1000, ge=1)
+    """Worker pool processes are replaced after this many tasks (bounds any leak)."""
+    connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    """Broker connect timeout: an unreachable broker is an error in seconds, not a hang."""
+    keep_shards: bool = False
+    """Keep per-worker shards after the collector succeeds."""
+
+
+def settings_from_env(env: Mapping[str, str], **given: Any) -> FarmSettings:
+    """Farm settings from ``FARM_*`` variables, overridden by ``given`` values that are not
+    None. Called only at the edges (CLI, worker start-up)."""
+    fields: dict[str, Any] = {}
+    for name in FarmSettings.model_fields:
+        value = env.get("FARM_" + name.upper())
+        if value is not None and value != "":
+            fields[name] = value
+    fields.update({k: v for k, v in given.items() if v is not None})
+    return FarmSettings(**fields)

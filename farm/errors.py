@@ -43,3 +43,35 @@ class DatasetError(FarmError):
     """A dataset file is missing, unreadable or fails the schema check."""
 
     exit_code = 2
+
+
+class BrokerError(FarmError):
+    """The broker (Redis) cannot be reached, refused the password, or lost the connection."""
+
+    exit_code = 3
+
+
+class RunNotFoundError(UsageError):
+    """No run with the given id exists on the broker."""
+
+
+class RunStateError(UsageError):
+    """The run is in a state that does not allow the command (resume a finished run, ...)."""
+
+
+class DiskSpaceError(UsageError):
+    """The run's estimated size exceeds the free space of the data folder."""
+
+
+class CollectError(FarmError):
+    """The collector cannot build the final file (rows missing from the shards, ...)."""
+
+
+class ShardBusyError(FarmError):
+    """A shard is open in another process (HDF5's file lock); retry shortly."""
+
+
+class InterruptedRun(FarmError):
+    """Ctrl-C (or SIGTERM) stopped a run; its processes are stopped and it can be resumed."""
+
+    exit_code = 130

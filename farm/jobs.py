@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from farm.config import RunSpec
 from farm.params.label import Label, Modulation
+from farm.params.sampler import rng_for
 from farm.render.engine import Outcome, RenderEngine
 from farm.render.validate import Reason, validate
 from farm.storage.shard import Row
@@ -79,6 +80,18 @@ def render_job(
             result.rows.append(Row(job, i, r.note, label, r.audio, rms, peak))
     return result
 
+
+def injected_crashes(spec: RunSpec, job: int, fraction: float) -> Callable[[int], bool] | None:
+    """Fault injection: which presets of ``job`` must segfault (about ``fraction`` of all),
+    chosen from the seed so every worker and every retry picks the same ones."""
+    if fraction <= 0:
+        return None
+    draws = rng_for(spec.seed, job, _CRASH_STREAM).random(spec.batch_size)
+    return lambda preset: bool(draws[preset] < fraction)
+
+
+#: Sampler stream reserved for fault injection (the sampler's own streams are small).
+_CRASH_STREAM = 99
 
 #: Not in vita.get_modulation_destinations() (one of the old blocklist's names): connecting
 #: it succeeds and the render segfaults, deterministically.

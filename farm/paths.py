@@ -52,3 +52,20 @@ def check_output(path: Path, *, force: bool) -> None:
         raise OutputPathError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"output folder {parent} is not writable")
+
+
+def stored_output(data_dir: str | os.PathLike[str], relative: str) -> Path:
+    """The absolute path of an output stored (in a run's ledger) relative to the data folder.
+
+    Raises:
+        OutputPathError: the stored path is absolute or escapes the data folder (a message
+            from the queue never decides where a worker writes).
+    """
+    root = Path(data_dir).resolve()
+    p = Path(relative)
+    candidate = (root / p).resolve()
+    if p.is_absolute() or not candidate.is_relative_to(root) or candidate == root:
+        raise OutputPathError(f"stored output {relative!r} escapes the data folder {root}")
+    if candidate.suffix != ".h5":
+        raise OutputPathError(f"stored output {relative!r} must end in .h5")
+    return candidate

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from farm.config import RunSpec
-from farm.errors import OutputPathError
+from farm.errors import OutputPathError, ShardBusyError
 from farm.params.label import Label
 from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, to_matrix
 from farm.params.registry import modulation_names
@@ -95,6 +95,7 @@ class ShardWriter:
         registry_fingerprint: str,
         *,
         atomic: bool = True,
+        append: bool = False,
     ) -> None:
         self.final_path = Path(path)
         self.path = (
@@ -105,11 +106,32 @@ class ShardWriter:
         self.spec = spec
         self.tp = tp
         self.rows = 0
+        if append and atomic:
+            raise ValueError("append is for shards (atomic=False)")
+        if append and self.path.exists():
+            # Another open of this shard (a collector reading it) holds HDF5's file lock:
+            # the caller retries on ShardBusyError.
+            try:
+                self._f = h5py.File(self.path, "a")
+            except OSError as e:
+                if "lock" in str(e).lower():
+                    raise ShardBusyError(f"{self.path} is open elsewhere") from e
+                raise OutputPathError(f"cannot open shard {self.path}: {e}") from e
+            if self._f.attrs.get("run_spec") != spec.to_json():
+                self._f.close()
+                raise OutputPathError(f"{self.path} belongs to another run spec")
+            self.rows = int(self._f[schema.AUDIO].shape[0])
+            return
         try:
             self._f = h5py.File(self.path, "w")
         except OSError as e:
             raise OutputPathError(f"cannot create {self.path}: {e}") from e
         self._create(registry_fingerprint)
+
+    @property
+    def file(self) -> Any:
+        """The open ``h5py.File`` (for the merger's raw chunk copy)."""
+        return self._f
 
     def _create(self, fingerprint: str) -> None:
         f, spec, tp = self._f, self.spec, self.tp
@@ -189,7 +211,7 @@ class ShardWriter:
             return
         f = self._f
         n0, n1 = self.rows, self.rows + len(rows)
-        for ds in self._datasets():
+        for ds in self.datasets():
             ds.resize(n1, axis=0)
         f[schema.AUDIO][n0:n1] = np.stack([r.audio for r in rows])
         f[schema.CONTINUOUS][n0:n1] = np.stack([r.label.continuous for r in rows])
@@ -217,7 +239,8 @@ class ShardWriter:
             f[f"metadata/{name}"][n0:n1] = np.array(values, dtype=schema.METADATA[name])
         self.rows = n1
 
-    def _datasets(self) -> list[Any]:
+    def datasets(self) -> list[Any]:
+        """Every per-row dataset (first axis = row), audio first."""
         names = [schema.AUDIO, schema.CONTINUOUS, schema.CATEGORICAL]
         if self.tp.modulation:
             names.append(schema.MODULATION)

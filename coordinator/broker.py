@@ -1,0 +1,135 @@
+"""The broker side of the farm: a checked Redis connection, the Celery configuration every
+process shares, and sending tasks **by name** (the coordinator never imports the workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from celery import Celery
+
+from coordinator.ledger import Advance
+from farm.config import FarmSettings
+from farm.errors import BrokerError, UsageError
+
+RENDER_TASK = "farm.render"
+COLLECT_TASK = "farm.collect"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect(url: str, timeout_s: float = 3.0) -> redis.Redis:
+    """A Redis client for the ledger, checked with PING.
+
+    Raises:
+        UsageError: the URL is not a redis:// URL.
+        BrokerError: the broker does not answer within ``timeout_s`` or refuses the
+            password.
+    """
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise UsageError(f"broker URL {redact(url)!r} is not redis://host:port/db")
+    try:
+        # The probe's read timeout is short too: a port that accepts and never answers is
+        # as unreachable as one that refuses.
+        probe = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        probe.ping()
+        probe.close()
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=max(timeout_s, 10.0),
+            health_check_interval=30,
+        )
+    except redis.AuthenticationError as e:
+        raise BrokerError(f"broker {redact(url)} refused the password: {e}") from e
+    except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as e:
+        raise BrokerError(f"cannot reach the broker at {redact(url)}: {e}") from e
+    except redis.RedisError as e:
+        raise BrokerError(f"the broker at {redact(url)} does not answer as Redis: {e}") from e
+    return client
+
+
+def celery_config(settings: FarmSettings) -> dict[str, Any]:
+    """The Celery settings of every farm process (client and worker), from DESIGN.md."""
+    return {
+        "broker_url": settings.broker_url,
+        # JSON only: a pickled message is refused by the worker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        # At least once: ack after the job is recorded; a worker that dies puts it back.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.task_time_limit_s,
+        "worker_max_tasks_per_child": settings.max_tasks_per_child,
+        "task_default_queue": settings.queue,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "socket_connect_timeout": settings.connect_timeout_s,
+        },
+        "broker_connection_timeout": settings.connect_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+class Sender:
+    """Sends farm tasks by name on the farm queue."""
+
+    def __init__(self, app: Celery, queue: str) -> None:
+        self.app = app
+        self.queue = queue
+
+    @classmethod
+    def for_settings(cls, settings: FarmSettings) -> Sender:
+        """A client-only Celery app on the settings' broker."""
+        app = Celery("farm-client", set_as_current=False)
+        app.conf.update(celery_config(settings))
+        return cls(app, settings.queue)
+
+    def render(self, run_id: str, jobs: Iterable[int]) -> None:
+        """Send ``farm.render(run_id, job)`` for each job."""
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for job in jobs:
+                    self.app.send_task(
+                        RENDER_TASK, args=(run_id, int(job)), queue=self.queue, producer=producer
+                    )
+        except OSError as e:  # kombu raises OperationalError (an OSError) when Redis is gone
+            raise BrokerError(f"cannot send tasks: {e}") from e
+
+    def collect(self, run_id: str) -> None:
+        """Send ``farm.collect(run_id)``."""
+        try:
+            self.app.send_task(COLLECT_TASK, args=(run_id,), queue=self.queue)
+        except OSError as e:
+            raise BrokerError(f"cannot send the collector: {e}") from e
+
+    def dispatch(self, run_id: str, advance: Advance) -> None:
+        """Send what a ledger decision asks for."""
+        if advance.jobs:
+            self.render(run_id, advance.jobs)
+        if advance.collect:
+            self.collect(run_id)

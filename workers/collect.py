@@ -1,0 +1,123 @@
+"""The body of ``farm.collect`` (and of ``farm collect``): the run's shards into one file.
+
+Idempotent: run again, it rebuilds the same file from kept shards, or reports the file it
+already made. When rows the ledger counts are missing from the shards (a worker killed
+while writing), it sends those jobs again and puts the run back to ``running``; the run
+then triggers the collector again when they are done.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from coordinator.broker import Sender
+from coordinator.ledger import DONE, FAILED, Ledger
+from farm.config import FarmSettings
+from farm.errors import CollectError, RunStateError
+from farm.params.registry import get_registry
+from farm.params.tiers import tier_params
+from farm.paths import stored_output
+from farm.storage.merge import MergeResult, MissingRowsError, Piece, merge
+from workers.render import shard_dir
+
+log = logging.getLogger("farm.collect")
+
+_SHARD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\.h5$")
+
+
+@dataclass
+class Collected:
+    """What a collector call did."""
+
+    run_id: str
+    path: Path
+    rows: int
+    merged: MergeResult | None = None
+    requeued: int = 0
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        if self.requeued:
+            return f"run {self.run_id}: {self.requeued} job(s) lost from shards, sent again"
+        if self.merged is None:
+            return f"run {self.run_id}: already collected into {self.path} ({self.rows} rows)"
+        m = self.merged
+        return (
+            f"run {self.run_id}: {m.rows} rows from {m.jobs} jobs into {self.path} in "
+            f"{m.seconds:.1f}s ({m.raw_chunks} raw chunks copied, {m.duplicates} duplicates)"
+        )
+
+
+def pieces_of(ledger: Ledger, folder: Path) -> tuple[list[Piece], dict[str, int], int]:
+    """The done jobs' pieces in job order up to the first gap, with the rejections and
+    renders summed over the jobs the file will hold."""
+    details = ledger.done_details()
+    n = ledger.spec().n
+    pieces: list[Piece] = []
+    rejections: dict[str, int] = {}
+    renders = rows = 0
+    job = 0
+    while job in details and rows < n:
+        d = details[job]
+        shard = d.get("shard")
+        if d["rows"] and (not isinstance(shard, str) or not _SHARD_NAME.match(shard)):
+            raise CollectError(f"job {job}: bad shard name in the ledger: {shard!r}")
+        pieces.append(Piece(job, folder / (shard or "none.h5"), int(d["start"]), int(d["rows"])))
+        for reason, c in d["rejections"].items():
+            rejections[reason] = rejections.get(reason, 0) + int(c)
+        renders += int(d["renders"])
+        rows += int(d["rows"])
+        job += 1
+    return pieces, rejections, renders
+
+
+def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -> Collected:
+    """Merge a complete run's shards into its output, then mark it done.
+
+    Raises:
+        RunStateError: the run is not complete (or was cancelled).
+        CollectError: the merge failed for another reason (the run is marked failed).
+    """
+    meta = ledger.require().meta()
+    spec = ledger.spec()
+    out = stored_output(settings.data_dir, meta["output"])
+    folder = shard_dir(settings.data_dir, ledger.run_id)
+    state = meta["state"]
+    if state == DONE and out.exists() and not folder.is_dir():
+        return Collected(ledger.run_id, out, spec.n)
+    pieces, rejections, renders = pieces_of(ledger, folder)
+    if sum(p.count for p in pieces) < spec.n:
+        raise RunStateError(
+            f"run {ledger.run_id} is not complete ({sum(p.count for p in pieces)}/{spec.n} "
+            f"rows in finished jobs; state {state})"
+        )
+    tp = tier_params(get_registry(), spec.tier)
+    try:
+        merged = merge(
+            out,
+            spec,
+            tp,
+            get_registry().fingerprint,
+            pieces,
+            rejections=rejections,
+            renders=renders,
+            attrs={"run_id": ledger.run_id},
+        )
+    except MissingRowsError as e:
+        log.warning("run %s: %s; sending them again", ledger.run_id, e)
+        ledger.reset_jobs(e.jobs)
+        if sender is not None:
+            sender.render(ledger.run_id, e.jobs)
+        return Collected(ledger.run_id, out, 0, requeued=len(e.jobs))
+    except CollectError as e:
+        ledger.set_state(FAILED, error=str(e))
+        raise
+    ledger.set_state(DONE, rows=merged.rows, finished=time.time(), collect_s=merged.seconds)
+    if not (settings.keep_shards or meta.get("keep_shards") == "1"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return Collected(ledger.run_id, out, merged.rows, merged)

@@ -1,0 +1,96 @@
+"""What one worker process keeps between tasks: its Synth, engines, broker clients, name."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from typing import Any, ClassVar
+
+import redis
+
+from coordinator.broker import Sender, connect
+from coordinator.ledger import Ledger
+from farm.config import FarmSettings, RunSpec
+from farm.params.registry import get_registry
+from farm.params.tiers import tier_params
+from farm.render.engine import RenderEngine
+
+
+class WorkerContext:
+    """One per worker process, built once (the Synth is created here and never renders).
+
+    Args:
+        settings: the farm settings of this worker.
+    """
+
+    _current: ClassVar[WorkerContext | None] = None
+
+    def __init__(self, settings: FarmSettings) -> None:
+        import vita
+
+        self.settings = settings
+        self.pid = os.getpid()
+        host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "host"
+        # Unique per process start: a recycled pid never appends to a dead process's shard.
+        self.name = f"{host[:40]}-{self.pid}-{secrets.token_hex(3)}"
+        # Same order as a local run: the registry's throwaway Synth, then the engine's.
+        self.registry = get_registry()
+        self.synth = vita.Synth()
+        self._engines: dict[tuple[int, str], RenderEngine] = {}
+        self._specs: dict[str, RunSpec] = {}
+        self._redis: redis.Redis | None = None
+        self._sender: Sender | None = None
+
+    @classmethod
+    def start(cls, settings: FarmSettings) -> WorkerContext:
+        """Build this process's context (called when a pool process starts)."""
+        cls._current = cls(settings)
+        return cls._current
+
+    @classmethod
+    def get(cls, settings: FarmSettings) -> WorkerContext:
+        """This process's context (built on first use, e.g. in a solo pool)."""
+        if cls._current is None or cls._current.pid != os.getpid():
+            return cls.start(settings)
+        return cls._current
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The ledger's Redis client (connected on first use)."""
+        if self._redis is None:
+            url = self.settings.broker_url or ""
+            self._redis = connect(url, self.settings.connect_timeout_s)
+        return self._redis
+
+    @property
+    def sender(self) -> Sender:
+        """Sends follow-up tasks by name."""
+        if self._sender is None:
+            self._sender = Sender.for_settings(self.settings)
+        return self._sender
+
+    def ledger(self, run_id: str) -> Ledger:
+        """The ledger of one run."""
+        return Ledger(self.redis, run_id)
+
+    def spec(self, ledger: Ledger) -> RunSpec:
+        """A run's spec (cached: it never changes)."""
+        if ledger.run_id not in self._specs:
+            self._specs[ledger.run_id] = ledger.spec()
+        return self._specs[ledger.run_id]
+
+    def engine(self, spec: RunSpec) -> RenderEngine:
+        """The render engine for a spec's tier and render settings, sharing the Synth."""
+        key = (spec.tier, spec.render.model_dump_json())
+        if key not in self._engines:
+            tp = tier_params(self.registry, spec.tier)
+            self._engines[key] = RenderEngine(tp, spec.render, synth=self.synth)
+        return self._engines[key]
+
+    def close(self) -> Any:
+        """Release the engines' shared buffers."""
+        for e in self._engines.values():
+            e.close()
+        self._engines.clear()

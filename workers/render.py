@@ -1,0 +1,125 @@
+"""The body of ``farm.render``: one job rendered, flushed to the shard, then recorded.
+
+Order matters for "nothing lost, nothing counted twice": the ledger hears of a job only
+after its rows are flushed to this process's shard, and records each job once (a second
+delivery's rows stay in a shard, unreferenced, and the collector never reads them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from coordinator.ledger import COLLECTING, RUNNING, Ledger
+from farm.config import RunSpec
+from farm.errors import ShardBusyError
+from farm.jobs import injected_crashes, render_job
+from farm.params.sampler import sample_job
+from farm.params.tiers import TierParams
+from farm.render.validate import Reason
+from farm.storage.shard import Row, ShardWriter
+from workers.context import WorkerContext
+
+log = logging.getLogger("farm.worker")
+
+#: How long a finished job waits for its shard while a collector reads it.
+SHARD_WAIT_S = 300.0
+
+
+def shard_dir(data_dir: str | os.PathLike[str], run_id: str) -> Path:
+    """The folder of a run's shards, inside the data folder (run ids are checked)."""
+    return Path(data_dir).resolve() / ".shards" / run_id
+
+
+def process_job(ctx: WorkerContext, run_id: str, job: int) -> str:
+    """Render ``job`` of ``run_id`` (unless done, or the run is not running) and record it.
+
+    Returns:
+        A short line for the worker log (and Flower).
+    """
+    ledger = ctx.ledger(run_id)
+    state, attempt = ledger.start_job(job, ctx.name)
+    if state != "ok":
+        return f"job {job} skipped: {state}"
+    spec = ctx.spec(ledger)
+    faults = ledger.faults()
+    t0 = time.monotonic()
+    if attempt > ctx.settings.max_attempts:
+        # A poison job (its worker process died every time): its presets are recorded as
+        # CRASH so the run can finish without it.
+        notes = spec.batch_size * len(spec.render.notes)
+        log.warning("job %d of %s: attempt %d > cap, recorded as CRASH", job, run_id, attempt)
+        advance = ledger.finish_job(
+            job, rows=0, renders=notes, rejections={Reason.CRASH.value: notes}, worker=ctx.name
+        )
+        ctx.sender.dispatch(run_id, advance)
+        return f"job {job} abandoned after {attempt - 1} attempts"
+    if job in faults.kill_jobs:
+        os.kill(os.getpid(), signal.SIGKILL)  # injected fault: a worker killed from outside
+    engine = ctx.engine(spec)
+    crash = injected_crashes(spec, job, faults.crash_fraction)
+    result = render_job(engine, spec, job, sample_job(spec, engine.tp, job), crash=crash)
+    placed = _write(ctx, ledger, spec, engine.tp, result.rows)
+    if placed is None:
+        return f"job {job} dropped: the run is {ledger.state()}"
+    shard, start = placed
+    advance = ledger.finish_job(
+        job,
+        rows=len(result.rows),
+        renders=result.renders,
+        rejections={str(k): v for k, v in result.rejections.items()},
+        shard=shard,
+        start=start,
+        worker=ctx.name,
+        seconds=time.monotonic() - t0,
+    )
+    ctx.sender.dispatch(run_id, advance)
+    stale = ledger.stale_jobs(ctx.settings.stale_after_s, limit=8)
+    if stale:
+        log.warning("run %s: sending stale jobs again: %s", run_id, stale)
+        ctx.sender.render(run_id, stale)
+    dup = " (duplicate delivery, ignored)" if advance.duplicate else ""
+    return f"job {job}: {len(result.rows)} rows, {result.renders} renders{dup}"
+
+
+def _write(
+    ctx: WorkerContext, ledger: Ledger, spec: RunSpec, tp: TierParams, rows: Sequence[Row]
+) -> tuple[str | None, int] | None:
+    """Append and flush rows to this process's shard: (shard name, first row), or None
+    when the run stopped running while the shard was busy."""
+    if not rows:
+        return None, 0
+    folder = shard_dir(ctx.settings.data_dir, ledger.run_id)
+    name = f"{ctx.name}.h5"
+    deadline = time.monotonic() + SHARD_WAIT_S
+    while True:
+        # Once the run is done (or cancelled) its shard folder is gone: nothing to add.
+        if ledger.state() not in (RUNNING, COLLECTING):
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            writer = ShardWriter(
+                folder / name,
+                spec,
+                tp,
+                ctx.registry.fingerprint,
+                atomic=False,
+                append=True,
+            )
+            break
+        except ShardBusyError:
+            # The collector holds it; it ends with the run done, or gives the lock back.
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+    try:
+        start = writer.rows
+        writer.append(rows)
+        writer.flush()
+    finally:
+        writer.close()
+    return name, start

@@ -1,0 +1,26 @@
+"""The farm's Celery tasks: decode the arguments, call a plain function, return a line."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from coordinator.broker import COLLECT_TASK, RENDER_TASK
+
+
+def register(app: Celery) -> None:
+    """Register ``farm.render`` and ``farm.collect`` on ``app``."""
+
+    @app.task(name=RENDER_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+    def render(run_id: str, job: int) -> str:
+        from workers.context import WorkerContext
+        from workers.render import process_job
+
+        return process_job(WorkerContext.get(app.conf.farm_settings), str(run_id), int(job))
+
+    @app.task(name=COLLECT_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+    def collect(run_id: str) -> str:
+        from workers.collect import collect_run
+        from workers.context import WorkerContext
+
+        ctx = WorkerContext.get(app.conf.farm_settings)
+        return collect_run(ctx.ledger(str(run_id)), ctx.settings, ctx.sender).summary()
