@@ -293,3 +293,11 @@ def test_existing_output_is_refused_before_anything_starts(tmp_path: Path) -> No
     assert out.returncode == 2 and "exists" in out.stderr
     assert (tmp_path / "data" / "x.h5").read_bytes() == b"keep me"
     assert not (tmp_path / "data" / ".farm").exists()
+
+
+def test_generate_in_one_process_makes_the_same_rows(
+    tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
+    out = farm(tmp_path, "generate", *SPEC, "-n", str(N), "-o", "local.h5")
+    assert out.returncode == 0, out.stderr
+    _same_rows(tmp_path / "data" / "local.h5", reference)

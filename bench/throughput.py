@@ -1,0 +1,152 @@
+"""The farm's efficiency: an embedded ``farm submit`` against bare loops rendering the same
+rows, all measured in this one run (the machine is shared and noisy: read the ratios).
+
+* **farm**: ``farm submit --tier T -n N --workers K`` (embedded Redis, K Celery worker
+  processes, shards, collector), wall time of the whole command;
+* **bare clean**: K plain processes rendering the same jobs (the prefix of jobs the farm's
+  file holds) with the same clean-state engine and validator: no queue, no storage;
+* **bare reused**: the same K-process loop with one reused Synth per process (faster, but a
+  reused Synth leaks state between renders: its labels are wrong for a few percent of rows).
+
+Rows/s counts accepted rows of the same jobs for all three. Prints farm / bare (the farm's
+overhead) and bare / reused (the price of clean state).
+
+    python bench/throughput.py [--n 600] [--tier 2] [--workers 2] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+
+
+def _loop(
+    spec_json: str, method: str, jobs: int, counter: object, lock: object, out: object
+) -> None:
+    """One bare process: take jobs from the shared counter until ``jobs``; puts its
+    accepted rows on ``out``."""
+    from farm.config import RunSpec
+    from farm.jobs import render_job
+    from farm.params.registry import get_registry
+    from farm.params.sampler import sample_job
+    from farm.params.tiers import tier_params
+    from farm.render.engine import RenderEngine
+
+    spec = RunSpec.from_json(spec_json)
+    tp = tier_params(get_registry(), spec.tier)
+    engine = RenderEngine(tp, spec.render)
+    reuse = _Reused(engine) if method == "reused" else None
+    rows = 0
+    while True:
+        with lock:  # type: ignore[attr-defined]
+            job = counter.value  # type: ignore[attr-defined]
+            counter.value += 1  # type: ignore[attr-defined]
+        if job >= jobs:
+            out.put(rows)  # type: ignore[attr-defined]
+            return
+        labels = sample_job(spec, tp, job)
+        if reuse is None:
+            rows += len(render_job(engine, spec, job, labels).rows)
+        else:
+            rows += reuse.job(spec, labels)
+
+
+class _Reused:
+    """Renders with the engine's Synth itself, reused for every preset and note."""
+
+    def __init__(self, engine: object) -> None:
+        self.synth = engine.synth  # type: ignore[attr-defined]
+        self.applier = engine.applier  # type: ignore[attr-defined]
+
+    def job(self, spec: object, labels: list[object]) -> int:
+        from farm.render.validate import validate
+
+        r = spec.render  # type: ignore[attr-defined]
+        shape = (2, r.samples)
+        rows = 0
+        for label in labels:
+            self.synth.load_init_preset()
+            self.applier.apply(label)
+            for note in r.notes:
+                audio = self.synth.render(note, r.velocity, r.note_duration, r.render_duration)
+                reason, _, _ = validate(audio, spec.validation, shape)  # type: ignore[attr-defined]
+                rows += reason is None
+        return rows
+
+
+def bare(spec_json: str, method: str, jobs: int, workers: int) -> tuple[float, int]:
+    """Wall time (process start included) and accepted rows of ``jobs`` jobs on
+    ``workers`` fresh processes."""
+    ctx = mp.get_context("spawn")  # fresh processes, as a worker starts
+    counter, lock, out = ctx.Value("i", 0), ctx.Lock(), ctx.Queue()
+    t0 = time.perf_counter()
+    procs = [
+        ctx.Process(target=_loop, args=(spec_json, method, jobs, counter, lock, out))
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    results: list[int] = []
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=1.0))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                raise SystemExit("a bare loop process failed (see above)") from None
+    rows = sum(results)
+    for p in procs:
+        p.join()
+    return time.perf_counter() - t0, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--tier", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+        cmd = [
+            *(sys.executable, "-m", "farm.cli", "submit"),
+            *("--tier", str(a.tier), "-n", str(a.n), "--workers", str(a.workers)),
+            *("--batch-size", str(a.batch_size), "-o", "bench.h5"),
+        ]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
+        t_farm = time.perf_counter() - t0
+        with h5py.File(Path(tmp) / "data" / "bench.h5", "r") as f:
+            jobs = int(f["metadata/job"][-1]) + 1
+            spec_json = str(f.attrs["run_spec"])
+            renders = int(f.attrs["renders"])
+    t_clean, rows_clean = bare(spec_json, "clean", jobs, a.workers)
+    t_reused, rows_reused = bare(spec_json, "reused", jobs, a.workers)
+    print(f"{jobs} jobs, {renders} renders, n={a.n}, tier {a.tier}, {a.workers} processes")
+    print(f"farm submit (embedded)   {t_farm:7.1f} s  {a.n / t_farm:6.2f} rows/s")
+    print(
+        f"bare loop, clean state   {t_clean:7.1f} s  {a.n / t_clean:6.2f} rows/s "
+        f"({rows_clean} valid rows in those jobs)"
+    )
+    print(
+        f"bare loop, reused Synth  {t_reused:7.1f} s  {a.n / t_reused:6.2f} rows/s "
+        f"({rows_reused} valid rows: leaked state changes which pass)"
+    )
+    print(f"farm / bare clean throughput       = {t_clean / t_farm:.3f}")
+    print(
+        f"bare clean / bare reused throughput = {t_reused / t_clean:.3f} "
+        f"(price of clean state {t_clean / t_reused - 1:+.1%})"
+    )
+
+
+if __name__ == "__main__":
+    main()
