@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -210,6 +211,7 @@ def generate(**kw: Any) -> None:
     from farm.paths import check_output, resolve_output
 
     spec = _build_spec(kw)
+    Path(kw["data_dir"]).mkdir(parents=True, exist_ok=True)  # as submit does
     out = resolve_output(kw["data_dir"], kw["output"], f"tier{spec.tier}_{spec.n}.h5")
     check_output(out, force=kw["force"])
     crash = None
