@@ -149,7 +149,13 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
 
 def register(cli: click.Group) -> None:
     """Add the run commands to the ``farm`` group."""
-    from farm.cli import _broker_option, _build_spec, _data_dir_option, _spec_options
+    from farm.cli import (
+        _broker_option,
+        _build_spec,
+        _data_dir_option,
+        _spec_options,
+        _with_sources,
+    )
 
     @cli.command()
     @_spec_options
@@ -179,6 +185,7 @@ def register(cli: click.Group) -> None:
         out = resolve_output(settings.data_dir, kw["output"], f"tier{spec.tier}_{spec.n}.h5")
         check_output(out, force=kw["force"])
         check_disk(spec, settings.data_dir)
+        spec = _with_sources(spec, kw, settings.data_dir)
         rel = str(out.relative_to(Path(settings.data_dir).resolve()))
         faults = Faults(crash_fraction=kw["inject_crash"], kill_jobs=kw["kill_jobs"])
         workers = None

@@ -108,6 +108,18 @@ def _spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--float16", is_flag=True, help="Store audio as float16."),
         click.option("--no-rules", is_flag=True, help="Switch off the conditional rules."),
         click.option("--force", is_flag=True, help="Replace an existing output file."),
+        click.option(
+            "--community-dir",
+            "community_dirs",
+            multiple=True,
+            help="Folder of .vital/.vitalbank presets (recursive, repeatable); they go first.",
+        ),
+        click.option("--factory", is_flag=True, help="Also render Vital's factory presets."),
+        click.option(
+            "--wavetable-catalog",
+            default=None,
+            help="Catalog from discover-wt: synthetic oscillators draw wavetables from it.",
+        ),
         _data_dir_option,
         click.option(
             "--inject-crash",
@@ -135,6 +147,26 @@ _broker_option = click.option(
     default=None,
     help="redis://[:password@]host:port/db (env FARM_BROKER_URL); unset: embedded Redis.",
 )
+
+
+def _with_sources(spec: Any, kw: dict[str, Any], data_dir: str) -> Any:
+    """The spec with the run's real presets and catalog read into its library (prints what
+    was read and skipped)."""
+    from farm.ingest import prepare_sources
+
+    def show(line: str) -> None:
+        click.echo(line, err=True)
+
+    prepared = prepare_sources(
+        data_dir,
+        kw["community_dirs"],
+        kw["factory"],
+        kw["wavetable_catalog"],
+        on_progress=show,
+    )
+    for line in prepared.lines():
+        show(line)
+    return spec.model_copy(update={"sources": prepared.sources})
 
 
 def _build_spec(kw: dict[str, Any]) -> Any:
@@ -214,6 +246,7 @@ def generate(**kw: Any) -> None:
     Path(kw["data_dir"]).mkdir(parents=True, exist_ok=True)  # as submit does
     out = resolve_output(kw["data_dir"], kw["output"], f"tier{spec.tier}_{spec.n}.h5")
     check_output(out, force=kw["force"])
+    spec = _with_sources(spec, kw, kw["data_dir"])
     crash = None
     if kw["inject_crash"] > 0:
         from farm.jobs import injected_crashes
@@ -234,7 +267,7 @@ def generate(**kw: Any) -> None:
             final=p.accepted >= p.target,
         )
 
-    progress = run_local(spec, out, on_progress=show, crash=crash)
+    progress = run_local(spec, out, on_progress=show, crash=crash, data_dir=Path(kw["data_dir"]))
     bar.end()
     click.echo(
         f"wrote {out}: {progress.accepted} rows from {progress.renders} renders "
@@ -321,8 +354,10 @@ def _register_run_commands() -> None:
     # The farm's run commands live with the coordinator (they talk to Redis and Celery,
     # which the core never imports); their own imports are deferred to when they run.
     from coordinator.commands import register
+    from farm.cli_presets import register as register_presets
 
     register(cli)
+    register_presets(cli, _data_dir_option)
 
 
 _register_run_commands()

@@ -126,6 +126,27 @@ class CompressionSettings(_Frozen):
     """float16 halves storage (SNR ~73 dB) and quadruples compressibility."""
 
 
+class SourceSettings(_Frozen):
+    """Real presets and wavetables of a run (see :mod:`farm.library`)."""
+
+    library: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    """Hash of the run's library manifest in the data folder's store; None: synthetic only."""
+    presets: int = Field(0, ge=0)
+    """Real presets in the library; they fill the first jobs, in order."""
+    catalog: int = Field(0, ge=0)
+    """Catalog wavetables synthetic presets draw their oscillators' wavetables from."""
+
+    @model_validator(mode="after")
+    def _library_when_used(self) -> SourceSettings:
+        if (self.presets or self.catalog) and self.library is None:
+            raise ValueError("presets or a wavetable catalog need a library")
+        return self
+
+    def preset_jobs(self, batch_size: int) -> int:
+        """Jobs that hold the real presets (the first jobs of the run)."""
+        return -(-self.presets // batch_size)
+
+
 class RunSpec(_Frozen):
     """Everything that determines a run's output. Job ``j`` is a pure function of this."""
 
@@ -139,6 +160,7 @@ class RunSpec(_Frozen):
     validation: ValidationSettings = ValidationSettings()
     sampling: SamplingSettings = SamplingSettings()
     compression: CompressionSettings = CompressionSettings()
+    sources: SourceSettings = SourceSettings()
 
     @field_validator("tier")
     @classmethod

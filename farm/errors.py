@@ -75,3 +75,12 @@ class InterruptedRun(FarmError):
     """Ctrl-C (or SIGTERM) stopped a run; its processes are stopped and it can be resumed."""
 
     exit_code = 130
+
+
+class StoreError(FarmError):
+    """An object of the content-addressed store is missing, corrupt or misnamed."""
+
+
+class SourceError(UsageError):
+    """A preset or wavetable source cannot be used (missing folder, no presets found,
+    unreadable catalog, git failed)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from farm.config import RunSpec
 from farm.errors import FarmError
 from farm.jobs import render_job
+from farm.library import library_for
 from farm.params.label import Label
 from farm.params.registry import get_registry
 from farm.params.sampler import sample_job
@@ -69,6 +70,7 @@ def generate(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     crash: Callable[[int, int], bool] | None = None,
+    data_dir: Path | None = None,
 ) -> Progress:
     """Render ``spec.n`` accepted rows into ``out`` (written as ``out.tmp``, then renamed).
 
@@ -77,6 +79,8 @@ def generate(
         out: the final file path (checked by the caller).
         on_progress: called after every job.
         crash: fault injection: ``crash(job, preset)`` True makes that preset segfault vita.
+        data_dir: the data folder whose store holds the spec's library (default: the
+            output's folder).
 
     Returns:
         The final progress (rows, renders, rejections by reason, elapsed time).
@@ -91,12 +95,18 @@ def generate(
     dedup = _Dedup()
     barren = 0
     try:
-        with ShardWriter(out, spec, tp, registry.fingerprint) as writer:
+        library = library_for(spec.sources.library, out.parent if data_dir is None else data_dir)
+        with ShardWriter(out, spec, tp, registry.fingerprint, library=library) as writer:
             while progress.accepted < spec.n:
                 job = progress.jobs
                 injected = None if crash is None else (lambda i, j=job: crash(j, i))
                 result = render_job(
-                    engine, spec, job, sample_job(spec, tp, job), skip=dedup, crash=injected
+                    engine,
+                    spec,
+                    job,
+                    sample_job(spec, tp, job, library),
+                    skip=dedup,
+                    crash=injected,
                 )
                 rows = result.rows[: spec.n - progress.accepted]
                 writer.append(rows)

@@ -8,7 +8,12 @@ from pathlib import Path
 from farm.errors import OutputExistsError, OutputPathError
 
 
-def resolve_output(data_dir: str | os.PathLike[str], given: str | None, default: str) -> Path:
+def resolve_output(
+    data_dir: str | os.PathLike[str],
+    given: str | None,
+    default: str,
+    suffixes: tuple[str, ...] = (".h5",),
+) -> Path:
     """The absolute output path for a user's ``-o`` value, confined to ``data_dir``.
 
     A relative path that already lies in ``data_dir`` (``data/x.h5`` from the project root)
@@ -31,8 +36,8 @@ def resolve_output(data_dir: str | os.PathLike[str], given: str | None, default:
             f"output {name!r} is outside the data folder {root} "
             "(set --data-dir or FARM_DATA_DIR to write elsewhere)"
         )
-    if candidate.suffix != ".h5":
-        raise OutputPathError(f"output {name!r} must end in .h5")
+    if not candidate.name.endswith(suffixes):
+        raise OutputPathError(f"output {name!r} must end in {' or '.join(suffixes)}")
     return candidate
 
 
@@ -68,4 +73,22 @@ def stored_output(data_dir: str | os.PathLike[str], relative: str) -> Path:
         raise OutputPathError(f"stored output {relative!r} escapes the data folder {root}")
     if candidate.suffix != ".h5":
         raise OutputPathError(f"stored output {relative!r} must end in .h5")
+    return candidate
+
+
+def resolve_folder(data_dir: str | os.PathLike[str], given: str) -> Path:
+    """A folder for the user's value, confined to ``data_dir`` like :func:`resolve_output`.
+
+    Raises:
+        OutputPathError: the folder escapes ``data_dir``.
+    """
+    root = Path(data_dir).resolve()
+    p = Path(given)
+    here = p.resolve() if p.is_absolute() else (Path.cwd() / p).resolve()
+    candidate = here if here.is_relative_to(root) else (root / p).resolve()
+    if not candidate.is_relative_to(root) or candidate == root:
+        raise OutputPathError(
+            f"folder {given!r} is outside the data folder {root} "
+            "(set --data-dir or FARM_DATA_DIR to write elsewhere)"
+        )
     return candidate

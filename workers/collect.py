@@ -19,6 +19,7 @@ from coordinator.broker import Sender
 from coordinator.ledger import DONE, FAILED, Ledger
 from farm.config import FarmSettings
 from farm.errors import CollectError, RunStateError
+from farm.library import library_for
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
 from farm.paths import stored_output
@@ -107,6 +108,7 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
             rejections=rejections,
             renders=renders,
             attrs={"run_id": ledger.run_id},
+            library=library_for(spec.sources.library, settings.data_dir),
         )
     except MissingRowsError as e:
         log.warning("run %s: %s; sending them again", ledger.run_id, e)

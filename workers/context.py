@@ -13,9 +13,11 @@ import redis
 from coordinator.broker import Sender, connect
 from coordinator.ledger import Ledger
 from farm.config import FarmSettings, RunSpec
+from farm.library import Library
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
 from farm.render.engine import RenderEngine
+from farm.store import Store
 
 
 class WorkerContext:
@@ -40,6 +42,7 @@ class WorkerContext:
         self.synth = vita.Synth()
         self._engines: dict[tuple[int, str], RenderEngine] = {}
         self._specs: dict[str, RunSpec] = {}
+        self._libraries: dict[str, Library] = {}
         self._redis: redis.Redis | None = None
         self._sender: Sender | None = None
 
@@ -80,6 +83,15 @@ class WorkerContext:
         if ledger.run_id not in self._specs:
             self._specs[ledger.run_id] = ledger.spec()
         return self._specs[ledger.run_id]
+
+    def library(self, spec: RunSpec) -> Library | None:
+        """A run's library (cached per process with the objects it has read)."""
+        sha = spec.sources.library
+        if sha is None:
+            return None
+        if sha not in self._libraries:
+            self._libraries[sha] = Library(Store(self.settings.data_dir), sha)
+        return self._libraries[sha]
 
     def engine(self, spec: RunSpec) -> RenderEngine:
         """The render engine for a spec's tier and render settings, sharing the Synth."""

@@ -62,7 +62,9 @@ def process_job(ctx: WorkerContext, run_id: str, job: int) -> str:
         os.kill(os.getpid(), signal.SIGKILL)  # injected fault: a worker killed from outside
     engine = ctx.engine(spec)
     crash = injected_crashes(spec, job, faults.crash_fraction)
-    result = render_job(engine, spec, job, sample_job(spec, engine.tp, job), crash=crash)
+    result = render_job(
+        engine, spec, job, sample_job(spec, engine.tp, job, ctx.library(spec)), crash=crash
+    )
     placed = _write(ctx, ledger, spec, engine.tp, result.rows)
     if placed is None:
         return f"job {job} dropped: the run is {ledger.state()}"

@@ -59,6 +59,10 @@ class Label:
         modulations: connections in canonical order (sorted by source, destination index).
         name: preset name stored in the row (not part of the hash).
         source: ``synthetic`` | ``community`` | ``factory`` (not part of the hash).
+        wavetables: the three oscillators' wavetables as indices into the run's library
+            (``params/wavetable`` in a dataset); -1: the init preset's.
+        state: the real preset (library index) whose non-scalar state the label carries
+            (``metadata/library_preset``); -1: none.
         extra: ``{"nonscalar": {...}}`` holds preset-JSON ``settings`` entries (wavetables,
             LFO shapes, sample) injected before rendering; part of the hash when present.
     """
@@ -69,6 +73,8 @@ class Label:
     modulations: tuple[Modulation, ...] = ()
     name: str = ""
     source: str = "synthetic"
+    wavetables: tuple[int, int, int] = (-1, -1, -1)
+    state: int = -1
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

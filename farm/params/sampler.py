@@ -8,6 +8,7 @@ process. Sobol is addressed by global preset index (``job * batch_size + i``).
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,10 +19,14 @@ from farm.params.modulation import sample_modulations
 from farm.params.registry import modulation_names
 from farm.params.tiers import TierParams
 
+if TYPE_CHECKING:
+    from farm.library import Library
+
 _STREAM_CONTINUOUS = 0
 _STREAM_CATEGORICAL = 1
 _STREAM_MODULATION = 2
 _STREAM_CONSTRAINTS = 3
+_STREAM_WAVETABLES = 4
 
 
 def rng_for(seed: int, job: int, stream: int) -> np.random.Generator:
@@ -62,14 +67,39 @@ def sample_continuous(
     return rng.random((batch_size, d))
 
 
-def sample_job(spec: RunSpec, tp: TierParams, job: int) -> list[Label]:
-    """The synthetic presets of job ``job``: ``spec.batch_size`` labels, constraints applied.
+def sample_job(
+    spec: RunSpec, tp: TierParams, job: int, library: Library | None = None
+) -> list[Label]:
+    """The presets of job ``job``: the run's real presets fill the first jobs, in order;
+    every later job is ``spec.batch_size`` synthetic labels, constraints applied.
 
     Args:
-        spec: the run spec (tier, seed, batch size, sampling settings).
+        spec: the run spec (tier, seed, batch size, sampling settings, sources).
         tp: the tier's parameters (must match ``spec.tier``).
         job: job index, >= 0.
+        library: the run's library (required when ``spec.sources.library`` is set).
     """
+    src = spec.sources
+    if src.library is not None and (library is None or library.sha != src.library):
+        raise ValueError("this run's jobs need its library")
+    b = spec.batch_size
+    real_jobs = src.preset_jobs(b)
+    if job < real_jobs:
+        assert library is not None
+        return library.preset_labels(tp, job * b, min((job + 1) * b, src.presets))
+    labels = _synthetic(spec, tp, job - real_jobs)
+    if src.catalog:
+        assert library is not None
+        draws = rng_for(spec.seed, job - real_jobs, _STREAM_WAVETABLES).integers(
+            0, src.catalog, size=(b, 3)
+        )
+        labels = [library.with_wavetables(lab, w) for lab, w in zip(labels, draws, strict=True)]
+    return labels
+
+
+def _synthetic(spec: RunSpec, tp: TierParams, job: int) -> list[Label]:
+    """Synthetic job ``job`` (numbered among synthetic jobs, so real presets in front of
+    them do not change them)."""
     b = spec.batch_size
     cont = sample_continuous(spec.sampling, spec.seed, job, b, len(tp.continuous))
     cat_rng = rng_for(spec.seed, job, _STREAM_CATEGORICAL)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -28,6 +28,9 @@ from farm.errors import CollectError
 from farm.params.tiers import TierParams
 from farm.storage import schema
 from farm.storage.shard import ShardWriter
+
+if TYPE_CHECKING:
+    from farm.library import Library
 
 #: Seconds to wait for a shard that a worker holds open (it appends one job: milliseconds).
 LOCK_WAIT_S = 60.0
@@ -144,6 +147,7 @@ def merge(
     rejections: Mapping[str, int],
     renders: int,
     attrs: Mapping[str, Any] | None = None,
+    library: Library | None = None,
 ) -> MergeResult:
     """Write ``spec.n`` rows from ``pieces`` (job order) into ``out`` (``.tmp``, renamed).
 
@@ -156,6 +160,7 @@ def merge(
         rejections: rejected notes by reason, for the file's attributes.
         renders: notes rendered.
         attrs: extra file attributes (run id, ...).
+        library: the run's library (its tables go into the final file).
 
     Raises:
         MissingRowsError: some jobs' rows are unreadable or absent; nothing is written.
@@ -170,7 +175,7 @@ def merge(
         if bad:
             raise MissingRowsError(bad, why)
         result = MergeResult(out, n, len(chosen), shards=sorted(shards.files))
-        with ShardWriter(out, spec, tp, fingerprint, atomic=True) as writer:
+        with ShardWriter(out, spec, tp, fingerprint, atomic=True, library=library) as writer:
             names = [ds.name for ds in writer.datasets()]
             for ds in writer.datasets():
                 ds.resize(n, axis=0)

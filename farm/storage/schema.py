@@ -1,5 +1,5 @@
-"""The dataset layout (schema 2.2.0: the 2.1.0 layout of the single-machine generator plus
-row keys and loudness; nothing of 2.1.0 changed) and its check.
+"""The dataset layout (schema 2.3.0: the 2.1.0 layout of the single-machine generator plus
+row keys, loudness and the preset library; nothing of 2.1.0 changed) and its check.
 
 ```
 audio/waveforms       (N, 2, T)        float32 (float16 optional), one row per chunk
@@ -15,7 +15,18 @@ metadata/job          (N,)             int64   row key: job index     (added in 
 metadata/preset       (N,)             int32   row key: preset in job (added in 2.2.0)
 metadata/rms          (N,)             float32 RMS over both channels (added in 2.2.0)
 metadata/peak         (N,)             float32 absolute peak          (added in 2.2.0)
+metadata/library_preset (N,)           int32   row of presets/*, -1: synthetic (2.3.0)
+params/wavetable      (N, 3)           int32   oscillators' rows of wavetables/*, -1: the
+                                               init preset's wavetable          (2.3.0)
+wavetables/data       (W,)             str     Vital wavetable JSON, once each  (2.3.0)
+wavetables/name, wavetables/hash (W,)  str     name, sha256 of the canonical JSON
+presets/state         (P,)             str     JSON of a real preset's non-scalar state
+                                               (LFO shapes, sample), once each  (2.3.0)
+presets/name, author, origin, source, hash (P,) str; presets/dropped_modulations (P,) int32
 ```
+
+A row re-renders from the file alone (``farm rerender``): its label, plus the wavetables
+and state its references name.
 """
 
 from __future__ import annotations
@@ -27,12 +38,13 @@ import numpy as np
 
 from farm.errors import DatasetError
 
-SCHEMA_VERSION = "2.2.0"
+SCHEMA_VERSION = "2.3.0"
 
 AUDIO = "audio/waveforms"
 CONTINUOUS = "params/continuous"
 CATEGORICAL = "params/categorical"
 MODULATION = "params/modulation_t3"
+WAVETABLE = "params/wavetable"
 
 #: metadata dataset -> (dtype, h5py fill type)
 METADATA: dict[str, str] = {
@@ -45,6 +57,7 @@ METADATA: dict[str, str] = {
     "preset": "int32",
     "rms": "float32",
     "peak": "float32",
+    "library_preset": "int32",
 }
 
 FILE_ATTRS = (
@@ -69,14 +82,14 @@ def check_file(f: Any) -> list[str]:
     for a in FILE_ATTRS:
         if a not in f.attrs:
             problems.append(f"missing file attribute {a}")
-    for name in (AUDIO, CONTINUOUS, CATEGORICAL, *(f"metadata/{m}" for m in METADATA)):
+    for name in (AUDIO, CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in METADATA)):
         if name not in f:
             problems.append(f"missing dataset {name}")
     if problems:
         return problems
     n = f[AUDIO].shape[0]
     tier = int(f.attrs["tier"])
-    for name in (CONTINUOUS, CATEGORICAL, *(f"metadata/{m}" for m in METADATA)):
+    for name in (CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in METADATA)):
         if f[name].shape[0] != n:
             problems.append(f"{name} has {f[name].shape[0]} rows, audio has {n}")
     t = round(float(f.attrs["render_duration"]) * int(f.attrs["sample_rate"]))
@@ -105,6 +118,8 @@ def check_file(f: Any) -> list[str]:
             problems.append("preset_hash values are not 64 hex characters")
         if np.any(f["metadata/tier"][...] != tier):
             problems.append("metadata/tier disagrees with the file's tier")
+        problems += _check_refs(f[WAVETABLE][...], f, "wavetables/hash")
+        problems += _check_refs(f["metadata/library_preset"][...], f, "presets/hash")
     if tier == 3:
         if MODULATION not in f:
             problems.append(f"tier 3 file without {MODULATION}")
@@ -115,6 +130,14 @@ def check_file(f: Any) -> list[str]:
                 if a not in f[MODULATION].attrs:
                     problems.append(f"missing attribute {MODULATION}.{a}")
     return problems
+
+
+def _check_refs(refs: np.ndarray, f: Any, table: str) -> list[str]:
+    """References must be -1 or a row of their table."""
+    size = f[table].shape[0] if table in f else 0
+    if refs.size and (refs.min() < -1 or refs.max() >= size):
+        return [f"references past the {size} rows of {table}"]
+    return []
 
 
 def require_valid(f: Any) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -28,6 +28,10 @@ from farm.params.registry import modulation_names
 from farm.params.tiers import TierParams
 from farm.storage import schema
 from farm.storage.compression import audio_dtype, dataset_options
+from farm.storage.tables import write_library_tables
+
+if TYPE_CHECKING:
+    from farm.library import Library
 
 _META_CHUNK = 4096
 
@@ -82,6 +86,8 @@ class ShardWriter:
         tp: the run's tier parameters (column names and ranges).
         registry_fingerprint: fingerprint of the registry the labels index.
         atomic: write under ``path.tmp`` and rename on :meth:`close`.
+        append: reopen an existing shard and append to it (shards only).
+        library: the run's library; a final (atomic) file gets its tables on close.
 
     Raises:
         OutputPathError: the file cannot be created.
@@ -96,8 +102,10 @@ class ShardWriter:
         *,
         atomic: bool = True,
         append: bool = False,
+        library: Library | None = None,
     ) -> None:
         self.final_path = Path(path)
+        self.library = library
         self.path = (
             self.final_path.with_name(self.final_path.name + ".tmp")
             if atomic
@@ -200,6 +208,9 @@ class ShardWriter:
             mod.attrs["channels"] = list(CHANNELS)
             mod.attrs["channel_min"] = np.array(CHANNEL_MIN)
             mod.attrs["channel_max"] = np.array(CHANNEL_MAX)
+        f.create_dataset(
+            schema.WAVETABLE, (0, 3), maxshape=(None, 3), chunks=(_META_CHUNK, 3), dtype="i4"
+        )
         for name, dtype in schema.METADATA.items():
             f.create_dataset(
                 f"metadata/{name}", (0,), maxshape=(None,), chunks=(_META_CHUNK,), dtype=dtype
@@ -216,6 +227,7 @@ class ShardWriter:
         f[schema.AUDIO][n0:n1] = np.stack([r.audio for r in rows])
         f[schema.CONTINUOUS][n0:n1] = np.stack([r.label.continuous for r in rows])
         f[schema.CATEGORICAL][n0:n1] = np.stack([r.label.categorical for r in rows])
+        f[schema.WAVETABLE][n0:n1] = np.array([r.label.wavetables for r in rows], np.int32)
         if self.tp.modulation:
             sources, destinations = modulation_names()
             # Rows of one preset share a label: build its 219 KB matrix once.
@@ -234,6 +246,7 @@ class ShardWriter:
             "preset": [r.preset for r in rows],
             "rms": [r.rms for r in rows],
             "peak": [r.peak for r in rows],
+            "library_preset": [r.label.state for r in rows],
         }
         for name, values in columns.items():
             f[f"metadata/{name}"][n0:n1] = np.array(values, dtype=schema.METADATA[name])
@@ -241,7 +254,7 @@ class ShardWriter:
 
     def datasets(self) -> list[Any]:
         """Every per-row dataset (first axis = row), audio first."""
-        names = [schema.AUDIO, schema.CONTINUOUS, schema.CATEGORICAL]
+        names = [schema.AUDIO, schema.CONTINUOUS, schema.CATEGORICAL, schema.WAVETABLE]
         if self.tp.modulation:
             names.append(schema.MODULATION)
         names += [f"metadata/{m}" for m in schema.METADATA]
@@ -260,6 +273,8 @@ class ShardWriter:
         """Finish the file (rejection counts, flush, rename) and return its final path."""
         if rejections is not None:
             self.set_rejections(rejections, renders)
+        if self.path != self.final_path:
+            write_library_tables(self._f, self.library)
         self._f.close()
         if self.path != self.final_path:
             os.replace(self.path, self.final_path)

@@ -1,0 +1,235 @@
+"""Real presets into records: what a community or factory preset is, in farm's terms.
+
+vita reads each file itself (``load_json`` upgrades presets of older Vital versions and
+refuses newer ones), in a child forked from a Synth that never loads anything, so a preset
+that crashes vita costs only itself. From the loaded synth the child reads:
+
+* every registry parameter's raw value (a parameter the file lacks has vita's default);
+* the modulation slots in slot order: connections whose names vita does not list are
+  dropped and counted (connecting one would segfault the render);
+* the non-scalar state (LFO shapes, the sample) and the three oscillators' wavetables.
+
+A record is plain JSON. The coordinator stores it in the content-addressed store
+(:mod:`farm.store`), wavetables as separate objects, and jobs carry only hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from farm.params.label import Modulation
+from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, MAX_SLOTS, canonical
+from farm.params.registry import get_registry, modulation_names
+from farm.sources import Scan, SourceFile
+
+#: Settings keys that are preset state but not parameters: kept and injected as they are.
+STATE_KEYS = ("lfos", "sample")
+#: A connection whose slot values are all zero vanishes from the tier-3 matrix; one that
+#: another slot modulates (``modulation_N_amount``) still matters, so it keeps this amount.
+TINY_AMOUNT = 1e-6
+
+_META = re.compile(r"^modulation_(\d+)_(amount|power)$")
+_EXIT_REFUSED = 3
+
+
+@dataclass
+class Converted:
+    """Records made from preset files, and what was lost on the way."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    dropped_modulations: int = 0
+
+
+def convert(
+    files: Sequence[SourceFile],
+    source: str,
+    scan: Scan,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Converted:
+    """Read each file with vita (one forked child per file) into a record.
+
+    Args:
+        files: preset files (from :func:`farm.sources.scan`).
+        source: ``community`` or ``factory`` (stored in each row).
+        scan: where skipped files are recorded (``malformed_json``, ``not_a_preset``,
+            ``newer_version``, ``rejected_by_vita``, ``crash``, ``duplicate``).
+        on_progress: called with (done, total) after each file.
+
+    Returns:
+        Records in file order, each with a ``wavetables`` list of the three oscillators'
+        wavetable JSON (replaced by hashes when stored).
+    """
+    import vita
+
+    synth = vita.Synth()
+    own_version = _version(json.loads(synth.to_json()).get("synth_version", "0"))
+    out = Converted()
+    seen: set[str] = set()
+    for i, f in enumerate(files):
+        reason = _precheck(f, own_version)
+        if reason is None:
+            rec, reason = _in_child(synth, f, source)
+            if rec is not None:
+                key = json.dumps([rec["raw"], rec["modulations"], rec["state"]], sort_keys=True)
+                key += json.dumps(rec["wavetables"], sort_keys=True)
+                if key in seen:
+                    reason = "duplicate"
+                else:
+                    seen.add(key)
+                    out.dropped_modulations += rec["dropped_modulations"]
+                    out.records.append(rec)
+        if reason is not None:
+            scan.skip(f.origin, reason)
+        if on_progress is not None:
+            on_progress(i + 1, len(files))
+    return out
+
+
+def _version(v: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in str(v).split(".")[:3])
+    except ValueError:
+        return (0,)
+
+
+def _precheck(f: SourceFile, own_version: tuple[int, ...]) -> str | None:
+    try:
+        doc = json.loads(f.data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "malformed_json"
+    if not isinstance(doc, dict) or not isinstance(doc.get("settings"), dict):
+        return "not_a_preset"
+    if _version(doc.get("synth_version", "0")) > own_version:
+        return "newer_version"
+    return None
+
+
+def _in_child(synth: Any, f: SourceFile, source: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Load ``f`` in a child of ``synth``'s process; (record, None) or (None, reason)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        code = 1
+        try:
+            os.close(r)
+            rec = _read_loaded(synth, f, source)
+            if rec is None:
+                code = _EXIT_REFUSED
+            else:
+                data = json.dumps(rec).encode()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(w, view) :]
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    with os.fdopen(r, "rb") as pipe:
+        while chunk := pipe.read(1 << 20):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return None, "crash"
+    code = os.WEXITSTATUS(status)
+    if code == _EXIT_REFUSED:
+        return None, "rejected_by_vita"
+    if code != 0:
+        return None, "error"
+    return json.loads(b"".join(chunks)), None
+
+
+def _read_loaded(synth: Any, f: SourceFile, source: str) -> dict[str, Any] | None:
+    """In the child: load the preset and read it back as a record (None: vita refused)."""
+    text = f.data.decode("utf-8")
+    if not synth.load_json(text):
+        return None
+    doc = json.loads(text)
+    reg = get_registry()
+    controls = synth.get_controls()
+    raw = {p.name: float(controls[p.name].value()) for p in (*reg.continuous, *reg.categorical)}
+    settings = json.loads(synth.to_json())["settings"]
+    slots = []
+    for i, m in enumerate(settings.get("modulations", [])[:MAX_SLOTS], start=1):
+        values = [float(controls[f"modulation_{i}_{c}"].value()) for c in CHANNELS]
+        slots.append((str(m.get("source", "")), str(m.get("destination", "")), values))
+    mods, dropped = slot_connections(slots)
+    name = doc.get("preset_name") or f.stem
+    return {
+        "name": str(name)[:80],
+        "author": str(doc.get("author", ""))[:200],
+        "source": source,
+        "origin": f.origin,
+        "raw": raw,
+        "modulations": [m.to_list() for m in mods],
+        "dropped_modulations": dropped,
+        "state": {k: settings[k] for k in STATE_KEYS if k in settings},
+        "wavetables": list(settings.get("wavetables", [])),
+    }
+
+
+def slot_connections(
+    slots: Sequence[tuple[str, str, Sequence[float]]],
+) -> tuple[tuple[Modulation, ...], int]:
+    """A preset's modulation slots (in slot order) as label connections in canonical order.
+
+    Unknown names are dropped and counted. Connections are renumbered: a destination
+    ``modulation_N_amount`` (slot N's amount, modulated) names slot N of the preset, and the
+    label connects in canonical order, so it is rewritten to the slot the same connection
+    takes there. A connection whose values are all zero would vanish from the tier-3
+    matrix; when another slot modulates it, it keeps :data:`TINY_AMOUNT` instead.
+
+    Returns:
+        (connections, dropped): dropped counts unknown names, meta-modulations of empty
+        slots, and connections past a renumbering that does not settle.
+    """
+    sources, destinations = modulation_names()
+    known_s, known_d = frozenset(sources), frozenset(destinations)
+    kept: dict[int, list[Any]] = {}  # original slot -> [source, destination, values]
+    dropped = 0
+    for slot, (src, dst, values) in enumerate(slots, start=1):
+        if not src and not dst:
+            continue
+        if src not in known_s or dst not in known_d:
+            dropped += 1
+            continue
+        v = np.clip(np.asarray(values, dtype=np.float64), CHANNEL_MIN, CHANNEL_MAX)
+        a, b, p, st = v.tolist()
+        kept[slot] = [src, dst, [float(np.float32(a)), round(b), float(np.float32(p)), round(st)]]
+    targets = {}
+    for slot, (_, dst, _) in list(kept.items()):
+        meta = _META.match(dst)
+        if meta:
+            t = int(meta.group(1))
+            if t not in kept:
+                del kept[slot]  # modulates an empty slot: no effect
+                dropped += 1
+                continue
+            targets[slot] = (t, meta.group(2))
+    for slot, (_, _, v) in kept.items():
+        if slot in {t for t, _ in targets.values()} and v == [0.0, 0, 0.0, 0]:
+            v[0] = float(np.float32(TINY_AMOUNT))
+    # Renumber until the canonical order names the same connections (a few rounds at most).
+    order = list(kept)
+    for _ in range(MAX_SLOTS):
+        new_slot = {orig: i + 1 for i, orig in enumerate(order)}
+        for slot, (t, what) in targets.items():
+            kept[slot][1] = f"modulation_{new_slot[t]}_{what}"
+        mods = {slot: Modulation(s, d, v[0], v[1], v[2], v[3]) for slot, (s, d, v) in kept.items()}
+        ranked = canonical(list(mods.values()), sources, destinations)
+        by_id = {id(m): slot for slot, m in mods.items()}
+        new_order = [by_id[id(m)] for m in ranked]
+        if new_order == order:
+            return ranked, dropped
+        order = new_order
+    meta_slots = set(targets)  # did not settle: keep the connections that do not depend on it
+    plain = [m for slot, m in mods.items() if slot not in meta_slots]
+    return canonical(plain, sources, destinations), dropped + len(meta_slots)

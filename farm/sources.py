@@ -1,0 +1,175 @@
+"""Finding preset files: ``.vital`` files and ``.vitalbank`` zip banks, read safely.
+
+Nothing here trusts a file: a file over 64 MB, a name that is not UTF-8, a bank entry
+whose path climbs out (``../``) or is absolute, or a bank that inflates past its limits
+(a zip bomb) is skipped with a counted reason. Bank entries are read into memory, never
+extracted, so nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from farm.errors import SourceError
+
+#: A preset file (or bank entry) larger than this is skipped.
+MAX_PRESET_BYTES = 64 * 2**20
+#: A bank whose entries inflate to more than this in total is skipped as a zip bomb ...
+MAX_BANK_BYTES = 2**30
+#: ... as is an entry that inflates more than this many times its compressed size.
+MAX_RATIO = 200
+
+PRESET_SUFFIX = ".vital"
+BANK_SUFFIX = ".vitalbank"
+TABLE_SUFFIX = ".vitaltable"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One preset (or wavetable) file's bytes.
+
+    Attributes:
+        origin: where it came from, for messages and the dataset (``dir/x.vital`` or
+            ``bank.vitalbank:Presets/x.vital``).
+        stem: the file name without its suffix (the preset name when the JSON has none).
+        data: the file's bytes (at most :data:`MAX_PRESET_BYTES`).
+    """
+
+    origin: str
+    stem: str
+    data: bytes
+
+
+@dataclass
+class Scan:
+    """Files found, and the ones skipped with their reasons."""
+
+    files: list[SourceFile] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> Counter[str]:
+        """Skipped files counted by reason."""
+        return Counter(reason for _, reason in self.skipped)
+
+    def skip(self, origin: str, reason: str) -> None:
+        """Record a skipped file."""
+        self.skipped.append((origin, reason))
+
+
+def vital_folders(kind: str, home: Path | None = None) -> list[Path]:
+    """Where Vital keeps presets on this machine (those that exist).
+
+    Args:
+        kind: ``user`` or ``factory``.
+        home: the home folder (default: the user's).
+    """
+    home = home or Path.home()
+    system = platform.system()
+    if system == "Darwin":
+        roots = [home / "Music" / "Vital", Path("/Library/Application Support/Vital")]
+    elif system == "Windows":
+        docs = Path(os.environ.get("USERPROFILE", str(home))) / "Documents"
+        roots = [docs / "Vital", Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "Vital"]
+    else:
+        roots = [home / ".local" / "share" / "vital", home / "Vital", Path("/usr/share/vital")]
+    sub = "Factory" if kind == "factory" else "User"
+    return [r / sub for r in roots if (r / sub).is_dir()]
+
+
+def scan(dirs: Iterable[Path], suffixes: tuple[str, ...] = (PRESET_SUFFIX, BANK_SUFFIX)) -> Scan:
+    """Every preset in ``dirs`` (recursive, sorted by path): ``.vital`` files and the
+    ``.vital`` entries of ``.vitalbank`` banks.
+
+    Raises:
+        SourceError: a folder does not exist.
+    """
+    out = Scan()
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise SourceError(f"preset folder {d} does not exist")
+        for path in _walk(Path(d)):
+            origin = _display(path)
+            try:
+                path.name.encode("utf-8")
+            except UnicodeEncodeError:
+                out.skip(origin, "bad_name")
+                continue
+            suffix = path.suffix.lower()
+            if suffix not in suffixes:
+                continue
+            if suffix == BANK_SUFFIX:
+                _read_bank(path, origin, out)
+            else:
+                _read_file(path, origin, out)
+    return out
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def _display(path: Path) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _read_file(path: Path, origin: str, out: Scan) -> None:
+    try:
+        if path.stat().st_size > MAX_PRESET_BYTES:
+            out.skip(origin, "too_large")
+            return
+        data = path.read_bytes()
+    except OSError:
+        out.skip(origin, "unreadable")
+        return
+    out.files.append(SourceFile(origin, path.stem, data))
+
+
+def _read_bank(path: Path, origin: str, out: Scan) -> None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            if sum(i.file_size for i in infos) > MAX_BANK_BYTES:
+                out.skip(origin, "zip_bomb")
+                return
+            for info in infos:
+                _read_entry(z, info, f"{origin}:{info.filename}", out)
+    except (zipfile.BadZipFile, OSError, EOFError):
+        out.skip(origin, "bad_bank")
+
+
+def _read_entry(z: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str, out: Scan) -> None:
+    if info.is_dir():
+        return
+    name = PurePosixPath(info.filename.replace("\\", "/"))
+    if name.is_absolute() or ".." in name.parts or ":" in info.filename:
+        out.skip(origin, "unsafe_path")
+        return
+    if name.suffix.lower() != PRESET_SUFFIX:
+        return
+    if info.file_size > MAX_PRESET_BYTES:
+        out.skip(origin, "too_large")
+        return
+    if info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        out.skip(origin, "zip_bomb")
+        return
+    try:
+        with z.open(info) as f:
+            # The header's size can lie: never read past the limit.
+            data = f.read(MAX_PRESET_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError):
+        out.skip(origin, "bad_bank")
+        return
+    if len(data) > MAX_PRESET_BYTES:
+        out.skip(origin, "too_large")
+        return
+    out.files.append(SourceFile(origin, name.stem, data))
