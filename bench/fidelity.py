@@ -119,18 +119,13 @@ def main() -> None:
     noise_a = np.array([r[2] for r in rows])
     d_a = np.array([r[3] for r in rows])
     print(f"{len(rows)} presets, note {a.note}, tier 3")
-    print(
-        f"fidelity   median {np.median(fid_a):.3f}  p10 {np.quantile(fid_a, 0.1):.3f}  min {fid_a.min():.3f}"
-    )
-    print(
-        f"noise      median {np.median(noise_a):.3f}  p10 {np.quantile(noise_a, 0.1):.3f}  min {noise_a.min():.3f}"
-    )
-    print(
-        f"deficit    median {np.median(d_a):.3f}  max {d_a.max():.3f}  > 0.1: {int((d_a > 0.1).sum())}"
-    )
-    print(
-        f"median gap (noise median - fidelity median) = {np.median(noise_a) - np.median(fid_a):.3f}"
-    )
+    for label, v in (("fidelity", fid_a), ("noise", noise_a)):
+        q10 = np.quantile(v, 0.1)
+        print(f"{label:10} median {np.median(v):.3f}  p10 {q10:.3f}  min {v.min():.3f}")
+    big = int((d_a > 0.1).sum())
+    print(f"deficit    median {np.median(d_a):.3f}  max {d_a.max():.3f}  > 0.1: {big}")
+    gap = np.median(noise_a) - np.median(fid_a)
+    print(f"median gap (noise median - fidelity median) = {gap:.3f}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ STATE_KEYS = ("lfos", "sample")
 #: another slot modulates (``modulation_N_amount``) still matters, so it keeps this amount.
 TINY_AMOUNT = 1e-6
 
+#: The newest Vital release vita's sources match. vita's own ``synth_version`` is a
+#: placeholder (99999.9.9) and its ``load_json`` accepts any lower version, so a preset from
+#: a newer Vital would load without complaint and render features vita does not have.
+NEWEST_VITAL = (1, 5, 5)
+
 _META = re.compile(r"^modulation_(\d+)_(amount|power)$")
 _EXIT_REFUSED = 3
 
@@ -70,7 +75,7 @@ def convert(
     import vita
 
     synth = vita.Synth()
-    own_version = _version(json.loads(synth.to_json()).get("synth_version", "0"))
+    own_version = min(NEWEST_VITAL, _version(json.loads(synth.to_json()).get("synth_version")))
     out = Converted()
     seen: set[str] = set()
     for i, f in enumerate(files):

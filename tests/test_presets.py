@@ -1,0 +1,306 @@
+"""Real presets and wavetables: safe reading, vita-read records, the library, re-rendering
+from the file alone, the wavetable catalog and preset download. Real vita, real files from
+../shared/presets/community (CC BY 4.0, see its ATTRIBUTION.md), real git, real farm runs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import struct
+import subprocess
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from farm.config import RenderSettings, RunSpec, ValidationSettings
+from farm.ingest import prepare_sources
+from farm.library import Library
+from farm.local import generate
+from farm.params.label import Modulation
+from farm.params.sampler import sample_job
+from farm.params.tiers import TierParams
+from farm.presets import TINY_AMOUNT, slot_connections
+from farm.render.compare import spectral_correlation
+from farm.rerender import read_row
+from farm.sources import MAX_PRESET_BYTES
+from farm.storage.schema import check_file
+from farm.store import Store
+
+from .farm_helpers import farm
+
+GOOD = ("Thaisync.vital", "PS-20-Piano.vital", "WeirdEDMBass.vital")
+
+
+def _bad_folder(root: Path, community: Path) -> Path:
+    """A folder of every kind of bad input beside real presets."""
+    d = root / "presets"
+    (d / "sub").mkdir(parents=True)
+    for name in GOOD[:2]:
+        shutil.copy(community / name, d / name)
+    text = (community / GOOD[2]).read_text()
+    (d / "sub" / "malformed.vital").write_text("{ not json")
+    (d / "sub" / "truncated.vital").write_text(text[: len(text) // 2])
+    newer = json.loads(text)
+    newer["synth_version"] = "9.0.0"
+    (d / "newer.vital").write_text(json.dumps(newer))
+    with open(d / "huge.vital", "wb") as f:  # sparse: no disk used
+        f.truncate(MAX_PRESET_BYTES + 1)
+    name = os.fsencode(d) + b"/bad-\xff-name.vital"
+    with open(name, "wb") as f:
+        f.write(text.encode())
+    with zipfile.ZipFile(d / "bank.vitalbank", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("Presets/Good.vital", text)
+        z.writestr("../evil.vital", text)
+        z.writestr("/abs.vital", text)
+        z.writestr("Presets/bomb.vital", b"\0" * (20 * 2**20))
+    return d
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path: Path, community_dir: Path) -> None:
+    folder = _bad_folder(tmp_path, community_dir)
+    data = tmp_path / "data"
+    before = sorted(p for p in tmp_path.rglob("*") if not p.is_relative_to(data))
+    prepared = prepare_sources(data, [folder])
+    reasons = prepared.scan.reasons
+    assert reasons == {
+        "malformed_json": 2,  # malformed, truncated
+        "newer_version": 1,
+        "too_large": 1,
+        "bad_name": 1,
+        "unsafe_path": 2,
+        "zip_bomb": 1,
+    }, reasons
+    assert prepared.counts == {"community": 3}  # 2 files + the bank's good entry
+    lines = "\n".join(prepared.lines())
+    assert "skipped 8 file(s)" in lines and "unsafe_path 2" in lines
+    # Nothing written outside the data folder; the bank was never extracted.
+    after = sorted(p for p in tmp_path.rglob("*") if not p.is_relative_to(data))
+    assert after == before
+    assert not (tmp_path / "evil.vital").exists()
+
+
+def test_vita_refusal_is_counted(tmp_path: Path, community_dir: Path) -> None:
+    """A preset vita's load_json refuses (False, no exception) is skipped, not fatal."""
+    d = tmp_path / "p"
+    d.mkdir()
+    shutil.copy(community_dir / GOOD[0], d / "ok.vital")
+    doc = json.loads((community_dir / GOOD[0]).read_text())
+    doc["settings"] = {"wavetables": "garbage"}
+    (d / "refused.vital").write_text(json.dumps(doc))
+    prepared = prepare_sources(tmp_path / "data", [d])
+    assert prepared.counts == {"community": 1}
+    assert dict(prepared.scan.reasons) in ({"rejected_by_vita": 1}, {"crash": 1})
+
+
+def test_no_usable_preset_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "x.vital").write_text("nope")
+    out = farm(tmp_path, "generate", "-n", "3", "--community-dir", "p")
+    assert out.returncode == 2 and "no usable preset" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = farm(tmp_path, "generate", "-n", "3", "--community-dir", "missing")
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_slot_renumbering_keeps_meta_modulation_targets() -> None:
+    """``modulation_N_amount`` names slot N of the preset; the label connects in canonical
+    order, so the destination follows its connection; an all-zero target survives."""
+    slots = [
+        ("lfo_1", "osc_3_tune", [0.0, 0, 0.0, 0]),
+        ("macro_control_1", "modulation_1_amount", [0.06, 0, 0.0, 0]),
+        ("env_2", "filter_1_cutoff", [0.5, 1, 0.0, 0]),
+        ("nope", "filter_1_cutoff", [0.5, 0, 0.0, 0]),
+        ("", "", [0.0, 0, 0.0, 0]),
+        ("lfo_2", "modulation_30_amount", [0.5, 0, 0.0, 0]),  # an empty slot: no effect
+    ]
+    mods, dropped = slot_connections(slots)
+    assert dropped == 2
+    by_pair = {(m.source, m.destination.split("_")[0]): m for m in mods}
+    target = next(m for m in mods if m.source == "lfo_1")
+    meta = next(m for m in mods if m.source == "macro_control_1")
+    assert meta.destination == f"modulation_{mods.index(target) + 1}_amount"
+    assert target.amount == pytest.approx(TINY_AMOUNT)
+    assert len(by_pair) == 3 and all(isinstance(m, Modulation) for m in mods)
+
+
+@pytest.mark.slow
+def test_rows_rerender_from_the_file_alone(tmp_path: Path, community_dir: Path) -> None:
+    """Tier 3 with real presets: every row's label rebuilt from the file hashes to its
+    preset_hash; farm rerender writes a WAV; the stored row sounds like the original."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for name in GOOD:
+        shutil.copy(community_dir / name, folder / name)
+    data = tmp_path / "data"
+    prepared = prepare_sources(data, [folder])
+    spec = RunSpec(
+        tier=3,
+        n=5,
+        batch_size=2,
+        render=RenderSettings(notes=(60,)),
+        validation=ValidationSettings(silence_rms=0.0),
+        sources=prepared.sources,
+    )
+    out = data / "t3.h5"
+    generate(spec, out, data_dir=data)
+    with h5py.File(out, "r") as f:
+        assert check_file(f) == []
+        assert [s.decode() for s in f["metadata/source"][:3]] == ["community"] * 3
+        assert [s.decode() for s in f["metadata/preset_name"][:3]] == [
+            "PS-20 Piano",  # the preset's own name; files are read in path order
+            "Thaisync",
+            "WeirdEDMBass",
+        ]
+        assert f["metadata/library_preset"][:3].tolist() == [0, 1, 2]
+        assert f["metadata/library_preset"][3:].tolist() == [-1, -1]  # synthetic after them
+        assert f["wavetables/data"].shape[0] == len(set(f["params/wavetable"][:3].ravel()))
+        for i in range(5):
+            assert read_row(f, i).label.hash == f["metadata/preset_hash"][i].decode()
+        stored = f["audio/waveforms"][1]
+    # The whole CLI path, nothing but the file (the store is deleted first).
+    shutil.rmtree(data / ".store")
+    res = farm(tmp_path, "rerender", "data/t3.h5", "-s", "1", "-o", "row1.wav")
+    assert res.returncode == 0, res.stderr
+    wav = (data / "row1.wav").read_bytes()
+    assert wav[:4] == b"RIFF" and struct.unpack("<H", wav[20:22])[0] == 3  # float WAV
+    audio = np.frombuffer(wav[wav.index(b"data") + 8 :], "<f4").reshape(-1, 2).T
+    assert audio.shape == stored.shape
+    assert spectral_correlation(audio, stored) > 0.8
+    bad = farm(tmp_path, "rerender", "data/t3.h5", "-s", "99", "-o", "x.wav")
+    assert bad.returncode == 2 and "out of range" in bad.stderr
+
+
+@pytest.mark.slow
+def test_catalog_wavetables_through_the_farm(tmp_path: Path, community_dir: Path) -> None:
+    """discover-wt writes a deduplicated catalog; an embedded farm run draws synthetic
+    wavetables from it (workers read them from the store), labels them, stores the used
+    ones once, and every row re-renders from the file."""
+    res = farm(
+        tmp_path, "discover-wt", "-o", "wt.json.gz", "--extra-dir", str(community_dir),
+        "--no-vital-folders",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    cat = json.loads(gzip.decompress((tmp_path / "data" / "wt.json.gz").read_bytes()))
+    hashes = [e["hash"] for e in cat["wavetables"]]
+    assert len(hashes) == len(set(hashes)) and 3 <= len(hashes) < 72
+    res = farm(
+        tmp_path, "submit", "--tier", "1", "-n", "6", "--batch-size", "4", "--notes", "60",
+        "--workers", "2", "--wavetable-catalog", "data/wt.json.gz", "-o", "wt.h5",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "data" / "wt.h5", "r") as f:
+        assert check_file(f) == []
+        refs = f["params/wavetable"][...]
+        assert refs.min() >= 0 and f["metadata/library_preset"][...].max() == -1
+        used = np.unique(refs)
+        assert used.tolist() == list(range(f["wavetables/data"].shape[0]))
+        assert set(s.decode() for s in f["wavetables/hash"][...]) <= set(hashes)
+        spec = RunSpec.from_json(f.attrs["run_spec"])
+        for i in range(f["audio/waveforms"].shape[0]):
+            assert read_row(f, i).label.hash == f["metadata/preset_hash"][i].decode()
+    # The draw is the plan's: the same job sampled here names the same wavetables.
+    lib = Library(Store(tmp_path / "data"), spec.sources.library or "")
+    from farm.params.registry import get_registry
+    from farm.params.tiers import tier_params
+
+    tp: TierParams = tier_params(get_registry(), 1)
+    first = sample_job(spec, tp, 0, lib)[0]
+    assert min(first.wavetables) >= 0
+    assert first.extra["nonscalar"]["wavetables"][0] == lib.wavetable(first.wavetables[0])
+
+
+def test_download_presets_from_a_local_git_repository(tmp_path: Path, community_dir: Path) -> None:
+    repo = tmp_path / "src" / "vital-things"
+    repo.mkdir(parents=True)
+    shutil.copy(community_dir / GOOD[0], repo / "a.vital")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    url = repo.as_uri()
+    res = farm(tmp_path, "download-presets", "--repo", url)
+    assert res.returncode == 0, res.stderr
+    assert "cloned" in res.stdout and "(1 preset files)" in res.stdout
+    shutil.copy(community_dir / GOOD[1], repo / "b.vital")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "two"], check=True)
+    res = farm(tmp_path, "download-presets", "--repo", url)
+    assert res.returncode == 0 and "updated" in res.stdout and "(2 preset files)" in res.stdout
+    dest = tmp_path / "data" / "presets" / "src-vital-things"
+    assert sorted(p.name for p in dest.glob("*.vital")) == ["a.vital", "b.vital"]
+    # Unreachable (a closed loopback port): one clear line, nothing left half-cloned.
+    res = farm(tmp_path, "download-presets", "--repo", "http://127.0.0.1:9/none.git")
+    assert res.returncode == 2 and "could not fetch" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not list((tmp_path / "data" / "presets").glob("*none*"))
+    res = farm(tmp_path, "download-presets", "-o", "../outside", "--repo", url)
+    assert res.returncode == 2 and "outside the data folder" in res.stderr
+
+
+def _original_renders(files: list[str]) -> list[bytes]:
+    """In a fresh process (its own random history): each file through vita's own
+    load_json, rendered at note 60 in a forked child of a Synth that never renders."""
+    import vita
+
+    synth = vita.Synth()
+    synth.set_sample_rate(44100)
+    out = []
+    for path in files:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                assert synth.load_json(Path(path).read_text())
+                os.write(w, synth.render(60, 0.8, 1.5, 2.0).astype(np.float32).tobytes())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            out.append(f.read())
+        os.waitpid(pid, 0)
+    return out
+
+
+@pytest.mark.slow
+def test_stored_rows_sound_like_the_original_presets(tmp_path: Path, community_dir: Path) -> None:
+    """The row's label (tier 3 + stored state) against vita's load_json of the original
+    file, within 0.1 of the noise floor of two load_json renders in different processes
+    (bench/fidelity.py measures all 24)."""
+    import multiprocessing as mp
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    # PS-20-Piano modulates a slot's amount (modulation_1_amount) with a zero base amount.
+    for name in (*GOOD, "IceRain.vital"):
+        shutil.copy(community_dir / name, folder / name)
+    data = tmp_path / "data"
+    prepared = prepare_sources(data, [folder])
+    spec = RunSpec(
+        tier=3,
+        n=4,
+        batch_size=4,
+        render=RenderSettings(notes=(60,)),
+        validation=ValidationSettings(silence_rms=0.0),
+        sources=prepared.sources,
+    )
+    generate(spec, data / "f.h5", data_dir=data)
+    with h5py.File(data / "f.h5", "r") as f:
+        rows = f["audio/waveforms"][...]
+        files = [f["presets/origin"][i].decode() for i in f["metadata/library_preset"][...]]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as a_pool, ctx.Pool(1) as b_pool:
+        b_pool.apply(_original_renders, ([files[0]],))  # another random history for B
+        a = a_pool.apply(_original_renders, (files,))
+        b = b_pool.apply(_original_renders, (files,))
+    for i, path in enumerate(files):
+        orig_a, orig_b = (np.frombuffer(x[i], np.float32).reshape(2, -1) for x in (a, b))
+        fidelity = spectral_correlation(rows[i], orig_b)
+        noise = spectral_correlation(orig_a, orig_b)
+        assert fidelity > noise - 0.1, (Path(path).name, fidelity, noise)
