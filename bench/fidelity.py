@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import tempfile
 from pathlib import Path
 
@@ -35,31 +34,23 @@ def _originals(args: tuple[list[str], int, int, int]) -> list[bytes]:
     files, note, samples, throwaway = args
     import vita
 
+    from farm.forked import call_in_child
+
     keep = [vita.Synth() for _ in range(throwaway)]
     for s in keep:
         s.render(60, 0.8, 0.2, 0.3)
     synth = vita.Synth()
     synth.set_sample_rate(44100)
     out = []
+
+    def render(path: str) -> bytes | None:
+        if not synth.load_json(Path(path).read_text()):
+            return None
+        return bytes(synth.render(note, 0.8, 1.5, 2.0).astype(np.float32).tobytes())
+
     for path in files:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(r)
-                if synth.load_json(Path(path).read_text()):
-                    audio = synth.render(note, 0.8, 1.5, 2.0).astype(np.float32).tobytes()
-                    view = memoryview(audio)
-                    while view:
-                        view = view[os.write(w, view) :]
-                    code = 0
-            finally:
-                os._exit(code)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        os.waitpid(pid, 0)
+        data, _ = call_in_child(lambda path=path: render(path))
+        data = data or b""
         out.append(data if len(data) == 2 * samples * 4 else b"")
     return out
 

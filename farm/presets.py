@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from farm.forked import call_in_child
 from farm.params.label import Modulation
 from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, MAX_SLOTS, canonical
 from farm.params.registry import get_registry, modulation_names
@@ -41,7 +42,6 @@ TINY_AMOUNT = 1e-6
 NEWEST_VITAL = (1, 5, 5)
 
 _META = re.compile(r"^modulation_(\d+)_(amount|power)$")
-_EXIT_REFUSED = 3
 
 
 @dataclass
@@ -119,37 +119,17 @@ def _precheck(f: SourceFile, own_version: tuple[int, ...]) -> str | None:
 
 def _in_child(synth: Any, f: SourceFile, source: str) -> tuple[dict[str, Any] | None, str | None]:
     """Load ``f`` in a child of ``synth``'s process; (record, None) or (None, reason)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        code = 1
-        try:
-            os.close(r)
-            rec = _read_loaded(synth, f, source)
-            if rec is None:
-                code = _EXIT_REFUSED
-            else:
-                data = json.dumps(rec).encode()
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(w, view) :]
-                code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    with os.fdopen(r, "rb") as pipe:
-        while chunk := pipe.read(1 << 20):
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
+    data, status = call_in_child(lambda: _record_bytes(synth, f, source))
     if os.WIFSIGNALED(status):
         return None, "crash"
-    code = os.WEXITSTATUS(status)
-    if code == _EXIT_REFUSED:
-        return None, "rejected_by_vita"
-    if code != 0:
-        return None, "error"
-    return json.loads(b"".join(chunks)), None
+    if data is None:
+        return None, "rejected_by_vita" if os.WEXITSTATUS(status) == 3 else "error"
+    return json.loads(data), None
+
+
+def _record_bytes(synth: Any, f: SourceFile, source: str) -> bytes | None:
+    rec = _read_loaded(synth, f, source)
+    return None if rec is None else json.dumps(rec).encode()
 
 
 def _read_loaded(synth: Any, f: SourceFile, source: str) -> dict[str, Any] | None:

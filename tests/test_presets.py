@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from farm.config import RenderSettings, RunSpec, ValidationSettings
+from farm.forked import call_in_child
 from farm.ingest import prepare_sources
 from farm.library import Library
 from farm.local import generate
@@ -129,26 +130,34 @@ def test_slot_renumbering_keeps_meta_modulation_targets() -> None:
     assert len(by_pair) == 3 and all(isinstance(m, Modulation) for m in mods)
 
 
+def _tier3_run(
+    tmp_path: Path, community: Path, names: tuple[str, ...], n: int, batch_size: int
+) -> Path:
+    """A tier-3 file of these presets (then synthetic ones) at note 60, every row kept."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(community / name, folder / name)
+    data = tmp_path / "data"
+    spec = RunSpec(
+        tier=3,
+        n=n,
+        batch_size=batch_size,
+        render=RenderSettings(notes=(60,)),
+        validation=ValidationSettings(silence_rms=0.0),
+        sources=prepare_sources(data, [folder]).sources,
+    )
+    out = data / "t3.h5"
+    generate(spec, out, data_dir=data)
+    return out
+
+
 @pytest.mark.slow
 def test_rows_rerender_from_the_file_alone(tmp_path: Path, community_dir: Path) -> None:
     """Tier 3 with real presets: every row's label rebuilt from the file hashes to its
     preset_hash; farm rerender writes a WAV; the stored row sounds like the original."""
-    folder = tmp_path / "p"
-    folder.mkdir()
-    for name in GOOD:
-        shutil.copy(community_dir / name, folder / name)
     data = tmp_path / "data"
-    prepared = prepare_sources(data, [folder])
-    spec = RunSpec(
-        tier=3,
-        n=5,
-        batch_size=2,
-        render=RenderSettings(notes=(60,)),
-        validation=ValidationSettings(silence_rms=0.0),
-        sources=prepared.sources,
-    )
-    out = data / "t3.h5"
-    generate(spec, out, data_dir=data)
+    out = _tier3_run(tmp_path, community_dir, GOOD, n=5, batch_size=2)
     with h5py.File(out, "r") as f:
         assert check_file(f) == []
         assert [s.decode() for s in f["metadata/source"][:3]] == ["community"] * 3
@@ -251,20 +260,14 @@ def _original_renders(files: list[str]) -> list[bytes]:
     synth = vita.Synth()
     synth.set_sample_rate(44100)
     out = []
+
+    def render(path: str) -> bytes:
+        assert synth.load_json(Path(path).read_text())
+        return bytes(synth.render(60, 0.8, 1.5, 2.0).astype(np.float32).tobytes())
+
     for path in files:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(r)
-                assert synth.load_json(Path(path).read_text())
-                os.write(w, synth.render(60, 0.8, 1.5, 2.0).astype(np.float32).tobytes())
-            finally:
-                os._exit(0)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            out.append(f.read())
-        os.waitpid(pid, 0)
+        data, _ = call_in_child(lambda path=path: render(path))
+        out.append(data or b"")
     return out
 
 
@@ -275,23 +278,9 @@ def test_stored_rows_sound_like_the_original_presets(tmp_path: Path, community_d
     (bench/fidelity.py measures all 24)."""
     import multiprocessing as mp
 
-    folder = tmp_path / "p"
-    folder.mkdir()
     # PS-20-Piano modulates a slot's amount (modulation_1_amount) with a zero base amount.
-    for name in (*GOOD, "IceRain.vital"):
-        shutil.copy(community_dir / name, folder / name)
-    data = tmp_path / "data"
-    prepared = prepare_sources(data, [folder])
-    spec = RunSpec(
-        tier=3,
-        n=4,
-        batch_size=4,
-        render=RenderSettings(notes=(60,)),
-        validation=ValidationSettings(silence_rms=0.0),
-        sources=prepared.sources,
-    )
-    generate(spec, data / "f.h5", data_dir=data)
-    with h5py.File(data / "f.h5", "r") as f:
+    out = _tier3_run(tmp_path, community_dir, (*GOOD, "IceRain.vital"), n=4, batch_size=4)
+    with h5py.File(out, "r") as f:
         rows = f["audio/waveforms"][...]
         files = [f["presets/origin"][i].decode() for i in f["metadata/library_preset"][...]]
     ctx = mp.get_context("spawn")
