@@ -27,7 +27,7 @@ from farm.config import RunSpec
 from farm.errors import CollectError
 from farm.params.tiers import TierParams
 from farm.storage import schema
-from farm.storage.shard import ShardWriter
+from farm.storage.shard import ShardWriter, is_lock_error
 
 if TYPE_CHECKING:
     from farm.library import Library
@@ -85,7 +85,7 @@ class _Shards:
             try:
                 f = h5py.File(path, "r")
             except (OSError, ValueError) as e:
-                if "lock" in str(e).lower() and time.monotonic() < deadline:
+                if is_lock_error(e) and time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
                 self.broken[path] = f"{path.name}: {e}"

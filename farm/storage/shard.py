@@ -64,6 +64,12 @@ class Row:
         return (self.job, self.preset, self.note)
 
 
+def is_lock_error(e: BaseException) -> bool:
+    """True for HDF5's "unable to lock file" (another process has the file open). Matched
+    exactly: a truncated file's message mentions "sblock", which also contains "lock"."""
+    return "unable to lock file" in str(e).lower()
+
+
 def library_versions() -> dict[str, str]:
     """Versions of everything that shapes a dataset's bytes."""
     from importlib.metadata import PackageNotFoundError, version
@@ -122,7 +128,7 @@ class ShardWriter:
             try:
                 self._f = h5py.File(self.path, "a")
             except OSError as e:
-                if "lock" in str(e).lower():
+                if is_lock_error(e):
                     raise ShardBusyError(f"{self.path} is open elsewhere") from e
                 raise OutputPathError(f"cannot open shard {self.path}: {e}") from e
             if self._f.attrs.get("run_spec") != spec.to_json():
