@@ -89,6 +89,10 @@ def celery_config(settings: FarmSettings) -> dict[str, Any]:
         "broker_connection_timeout": settings.connect_timeout_s,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Soft shutdown: on SIGQUIT (SIGTERM in the image, REMAP_SIGTERM=SIGQUIT) running
+        # jobs get this long to finish; the rest are cancelled and, being acks_late,
+        # return to the queue instead of being lost or waiting out the visibility timeout.
+        "worker_soft_shutdown_timeout": settings.soft_shutdown_s,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
@@ -115,7 +119,12 @@ class Sender:
             with self.app.producer_or_acquire() as producer:
                 for job in jobs:
                     self.app.send_task(
-                        RENDER_TASK, args=(run_id, int(job)), queue=self.queue, producer=producer
+                        RENDER_TASK,
+                        args=(run_id, int(job)),
+                        queue=self.queue,
+                        producer=producer,
+                        # What Flower and the worker log show for the task.
+                        argsrepr=f"run={run_id} job={int(job)}",
                     )
         except OSError as e:  # kombu raises OperationalError (an OSError) when Redis is gone
             raise BrokerError(f"cannot send tasks: {e}") from e
@@ -123,7 +132,9 @@ class Sender:
     def collect(self, run_id: str) -> None:
         """Send ``farm.collect(run_id)``."""
         try:
-            self.app.send_task(COLLECT_TASK, args=(run_id,), queue=self.queue)
+            self.app.send_task(
+                COLLECT_TASK, args=(run_id,), queue=self.queue, argsrepr=f"run={run_id}"
+            )
         except OSError as e:
             raise BrokerError(f"cannot send the collector: {e}") from e
 

@@ -244,6 +244,7 @@ def register(cli: click.Group) -> None:
                 click.echo(f"  workers seen {len(st.workers)}: {' '.join(st.workers)}")
                 if st.error:
                     click.echo(f"  error: {st.error}")
+                _echo_flower(settings)
                 return
             runs = [Ledger(farm.client, r).status() for r in list_runs(farm.client)]
             if as_json:
@@ -256,6 +257,7 @@ def register(cli: click.Group) -> None:
                 click.echo(
                     f"{st.run_id:28} {st.state:10} {st.accepted:>8}/{st.n:<8} {when}  {st.output}"
                 )
+            _echo_flower(settings)
 
     @cli.command()
     @click.argument("run_id")
@@ -349,6 +351,75 @@ def register(cli: click.Group) -> None:
         if concurrency:
             argv.append(f"--concurrency={concurrency}")
         app.worker_main([*argv, *celery_args])
+
+    register_monitor(cli)
+
+
+def register_monitor(cli: click.Group) -> None:
+    """Add ``flower`` and ``health`` to the CLI."""
+    from farm.cli import _broker_option, _data_dir_option
+
+    @cli.command()
+    @_broker_option
+    @_data_dir_option
+    @click.option(
+        "--address",
+        envvar="FARM_FLOWER_ADDRESS",
+        default="127.0.0.1",
+        show_default=True,
+        help="Interface to listen on (0.0.0.0 in a container; env FARM_FLOWER_ADDRESS).",
+    )
+    @click.option("--port", envvar="FARM_FLOWER_PORT", type=int, default=5555, show_default=True)
+    @click.option(
+        "--basic-auth",
+        envvar="FLOWER_BASIC_AUTH",
+        default=None,
+        help="USER:PASSWORD[,USER:PASSWORD] (env FLOWER_BASIC_AUTH); required.",
+    )
+    def flower(
+        broker: str | None, data_dir: str, address: str, port: int, basic_auth: str | None
+    ) -> None:
+        """The Flower dashboard of a broker's workers and tasks, behind basic auth."""
+        from coordinator.broker import connect
+        from coordinator.monitor import check_basic_auth, flower_argv, protect_metrics
+
+        pairs = check_basic_auth(basic_auth)
+        settings = _settings(data_dir, broker)
+        if not settings.broker_url:
+            raise UsageError("farm flower needs a broker: --broker or FARM_BROKER_URL")
+        try:
+            protect_metrics()
+        except ImportError:
+            raise UsageError("Flower is not installed: pip install 'farm[flower]'") from None
+        connect(settings.broker_url, settings.connect_timeout_s)
+        os.environ["FARM_BROKER_URL"] = settings.broker_url
+        # The credentials travel as an argument; keep them out of Flower's own env lookup
+        # so one value decides.
+        os.environ.pop("FLOWER_BASIC_AUTH", None)
+        from workers.app import app
+
+        app.start(argv=flower_argv(address, port, pairs))
+
+    @cli.command(hidden=True)
+    @_broker_option
+    @_data_dir_option
+    @click.option("--worker", "is_worker", is_flag=True, help="Also ping this container's worker.")
+    def health(broker: str | None, data_dir: str, is_worker: bool) -> None:
+        """Exit 0 when this container can work (the image's HEALTHCHECK)."""
+        from coordinator.monitor import health_problems, this_worker_node
+
+        settings = _settings(data_dir, broker)
+        problems = health_problems(settings, this_worker_node() if is_worker else None)
+        if problems:
+            raise UsageError("; ".join(problems))
+        click.echo("ok")
+
+
+def _echo_flower(settings: Any) -> None:
+    if settings.flower_url:
+        from coordinator.broker import redact
+
+        click.echo(f"dashboard: {redact(settings.flower_url)} (Flower)")
 
 
 def _require_embedded_run(data_dir: str, run_id: str) -> None:

@@ -237,6 +237,13 @@ class FarmSettings(_Frozen):
     """Broker connect timeout: an unreachable broker is an error in seconds, not a hang."""
     keep_shards: bool = False
     """Keep per-worker shards after the collector succeeds."""
+    soft_shutdown_s: float = Field(60.0, ge=0, le=3600)
+    """A worker told to stop (``docker stop``, a scale-down) lets its running jobs finish
+    for this long, then cancels them back onto the queue (Celery's soft shutdown; the
+    image sets ``REMAP_SIGTERM=SIGQUIT`` so SIGTERM starts it). Keep it above the longest
+    job and below the container's stop grace period."""
+    flower_url: str | None = None
+    """Where the Flower dashboard of this broker is (shown by ``farm status``)."""
 
 
 def settings_from_env(env: Mapping[str, str], **given: Any) -> FarmSettings:
