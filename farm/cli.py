@@ -280,12 +280,36 @@ def generate(**kw: Any) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-s", "--sample", "index", type=int, default=None, help="Show one row.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect(file: str, index: int | None, as_json: bool) -> None:
-    """Summarize a dataset, or show one row's parameters and audio statistics."""
+@click.option(
+    "--wav", default=None, help="Write the row's audio here (needs -s; in the data folder)."
+)
+@click.option(
+    "--png",
+    default=None,
+    help="Write a picture: the row's spectrogram and parameters with -s, else an overview.",
+)
+@click.option("--force", is_flag=True, help="Replace existing pictures or WAVs.")
+@_data_dir_option
+def inspect(
+    file: str,
+    index: int | None,
+    as_json: bool,
+    wav: str | None,
+    png: str | None,
+    force: bool,
+    data_dir: str,
+) -> None:
+    """Summarize a dataset, or show one row's parameters and audio statistics; --wav and
+    --png write its audio and pictures."""
     from farm.storage.reader import FarmReader
 
+    if wav and index is None:
+        raise UsageError("--wav needs a row: -s IDX")
     with FarmReader(file) as r:
         info = r.info()
+        if wav or png:
+            _write_pictures(r, index, wav, png, force, data_dir)
+            return
         if index is None:
             if as_json:
                 click.echo(json.dumps(info, indent=1))
@@ -348,6 +372,33 @@ def inspect(file: str, index: int | None, as_json: bool) -> None:
             click.echo(f"  {name:34} {row['continuous'][j]:8.4f}  raw {raw[name]:.6g}")
         for j, name in enumerate(r.categorical_names):
             click.echo(f"  {name:34} {row['categorical'][j]:8d}  {raw[name]}")
+
+
+def _write_pictures(
+    r: Any, index: int | None, wav: str | None, png: str | None, force: bool, data_dir: str
+) -> None:
+    """``farm inspect --wav/--png``: every output checked before anything is written."""
+    from farm.paths import check_output, resolve_output
+    from farm.pictures import overview_picture, row_picture
+    from farm.rerender import write_wav
+
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    wav_out = resolve_output(data_dir, wav, wav, suffixes=(".wav",)) if wav else None
+    png_out = resolve_output(data_dir, png, png, suffixes=(".png",)) if png else None
+    for out in (wav_out, png_out):
+        if out is not None:
+            check_output(out, force=force)
+    row = r.get_sample(index) if index is not None else None
+    if wav_out is not None and row is not None:
+        write_wav(wav_out, row["audio"], int(r.file.attrs["sample_rate"]))
+        click.echo(f"wrote {wav_out}: row {row['index']}")
+    if png_out is not None:
+        if row is not None:
+            row_picture(r, row["index"], png_out)
+            click.echo(f"wrote {png_out}: row {row['index']} spectrogram and parameters")
+        else:
+            overview_picture(r, png_out)
+            click.echo(f"wrote {png_out}: overview of {len(r)} rows")
 
 
 def _register_run_commands() -> None:

@@ -77,3 +77,20 @@ def community_dir() -> Path:
             pytest.fail(f"{path} is missing: CI must run beside shared/")
         pytest.skip(f"{path} is missing")
     return path
+
+
+@pytest.fixture(scope="session")
+def dataset_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real farm file (tier 1, 40 rows: 20 presets x notes 48 and 60), made once
+    by ``farm generate``. Read it; do not change it."""
+    from tests.farm_helpers import farm
+
+    root = tmp_path_factory.mktemp("ds")
+    res = farm(
+        root,
+        "generate",
+        *("--tier", "1", "-n", "40", "--notes", "48,60", "--batch-size", "4"),
+        *("--note-duration", "0.2", "--render-duration", "0.3", "--seed", "11", "-o", "ds.h5"),
+    )
+    assert res.returncode == 0, res.stderr
+    return root / "data" / "ds.h5"

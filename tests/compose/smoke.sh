@@ -145,7 +145,11 @@ for c in $(compose ps -q worker flower) ; do
     [ "$uid" != 0 ] || fail "container $c runs as root"
 done
 [ "$(run id -u | tr -d '\r')" != 0 ] || fail "the coordinator runs as root"
-log "output rows ok, written by uid $owner; no container runs as root"
+for c in $(compose ps -q worker); do
+    docker exec "$c" farm health --worker >/dev/null || fail "health check of worker $c failed"
+done
+docker exec "$(compose ps -q flower)" farm health >/dev/null || fail "health check of flower failed"
+log "output rows ok, written by uid $owner; no container runs as root; health checks pass"
 
 log "flower: auth required"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$flower/api/workers")

@@ -1,0 +1,170 @@
+"""A map-style dataset over a farm file, for training loops (PyTorch's DataLoader or any
+other).
+
+The HDF5 file is opened lazily, once per process: an h5py handle must not cross a fork or
+be pickled, so each DataLoader worker opens its own on its first item. The train /
+validation split is by preset (every note of a preset on the same side, so validation never
+hears a preset it was trained on) and decided by a keyed hash of the preset, so it is the
+same on every machine, for every process count, and stable when the file grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from farm.errors import DatasetError
+from farm.storage import schema
+
+#: Short names of the array fields; metadata fields go by their own name (``midi_note``).
+ARRAYS: dict[str, str] = {
+    "audio": schema.AUDIO,
+    "continuous": schema.CONTINUOUS,
+    "categorical": schema.CATEGORICAL,
+    "modulation": schema.MODULATION,
+    "wavetable": schema.WAVETABLE,
+}
+DEFAULT_FIELDS = ("audio", "continuous", "categorical")
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def in_validation(preset_hashes: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which rows fall on the validation side: a preset's keyed hash (with ``seed``) read
+    as a number in [0, 1) below ``fraction``."""
+    key = str(seed).encode()
+    cache: dict[bytes, bool] = {}
+    out = np.empty(len(preset_hashes), dtype=bool)
+    for i, h in enumerate(preset_hashes):
+        if h not in cache:
+            digest = hashlib.blake2b(bytes(h), key=key, digest_size=8).digest()
+            cache[h] = int.from_bytes(digest, "big") / 2.0**64 < fraction
+        out[i] = cache[h]
+    return out
+
+
+class FarmDataset:
+    """Rows of a farm file as dicts of arrays: ``dataset[i] -> {"audio": ..., ...}``.
+
+    Args:
+        path: the ``.h5`` file.
+        fields: what each item holds: ``audio`` (2, T), ``continuous`` (C,) in [0, 1],
+            ``categorical`` (K,) option indices, ``modulation`` (tier 3), ``wavetable``
+            (3,), or a metadata name (``midi_note``, ``preset_hash``, ``rms``, ...; strings
+            come back as ``str``).
+        split: ``"train"``, ``"validation"`` or None (every row).
+        validation_fraction: share of presets on the validation side.
+        seed: the split's key; the same seed gives the same split anywhere.
+        as_torch: numeric fields as torch tensors (default: when torch is installed).
+
+    Raises:
+        DatasetError: a missing or invalid file, an unknown field, a bad split.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fields: Sequence[str] = DEFAULT_FIELDS,
+        *,
+        split: Literal["train", "validation"] | None = None,
+        validation_fraction: float = 0.1,
+        seed: int = 0,
+        as_torch: bool | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        if split not in (None, "train", "validation"):
+            raise DatasetError(f"split must be 'train', 'validation' or None, not {split!r}")
+        if not 0.0 <= validation_fraction <= 1.0:
+            raise DatasetError(f"validation_fraction {validation_fraction} is not in [0, 1]")
+        if isinstance(fields, str):
+            fields = (fields,)
+        if as_torch and _torch() is None:
+            raise DatasetError("as_torch=True needs torch: pip install torch")
+        self.as_torch = _torch() is not None if as_torch is None else as_torch
+        with self._open_checked() as f:
+            self.sources = {name: self._source(f, name) for name in fields}
+            hashes = f["metadata/preset_hash"][...]
+        self.fields = tuple(fields)
+        rows = np.arange(len(hashes))
+        if split is not None:
+            val = in_validation(hashes, validation_fraction, seed)
+            rows = rows[val] if split == "validation" else rows[~val]
+        self.rows = rows
+        self._file: h5py.File | None = None
+        self._pid = -1
+
+    def _open_checked(self) -> h5py.File:
+        if not os.path.isfile(self.path):
+            raise DatasetError(f"no such dataset: {self.path}")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise DatasetError(f"{self.path} is not a readable HDF5 file: {e}") from e
+        try:
+            schema.require_valid(f)
+        except DatasetError:
+            f.close()
+            raise
+        return f
+
+    def _source(self, f: h5py.File, name: str) -> str:
+        path = ARRAYS.get(name, f"metadata/{name}")
+        if path not in f:
+            known = [k for k, v in ARRAYS.items() if v in f] + sorted(f["metadata"].keys())
+            raise DatasetError(f"no field {name!r} in {self.path}; fields: {', '.join(known)}")
+        return path
+
+    @property
+    def file(self) -> h5py.File:
+        """This process's handle, opened on first use (and again after a fork)."""
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self.rows) <= index < len(self.rows):
+            raise IndexError(f"row {index} of {len(self.rows)}")
+        row = int(self.rows[index])
+        f = self.file
+        item: dict[str, Any] = {}
+        for name, path in self.sources.items():
+            value = f[path][row]
+            if isinstance(value, bytes):
+                item[name] = value.decode()
+            elif self.as_torch:
+                item[name] = _torch().from_numpy(np.asarray(value))
+            else:
+                item[name] = np.asarray(value)
+        return item
+
+    def file_row(self, index: int) -> int:
+        """The file's row index of item ``index`` (for ``farm inspect -s``)."""
+        return int(self.rows[index])
+
+    def close(self) -> None:
+        """Close this process's handle (it reopens on the next item)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader with the spawn start method pickles the dataset: no open handle.
+        state = dict(self.__dict__)
+        state["_file"] = None
+        state["_pid"] = -1
+        return state

@@ -1,0 +1,82 @@
+"""farm inspect --wav/--png on a real farm file: the WAV is the stored audio, the pictures
+are real PNGs, outputs stay in the data folder and nothing is half-written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy.io import wavfile
+
+from farm.pictures import IMPORTANCE, important_parameters
+from farm.storage.reader import FarmReader
+from tests.farm_helpers import farm
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == PNG
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_row_wav_and_picture(dataset_file: Path, tmp_path: Path) -> None:
+    res = farm(
+        tmp_path, "inspect", str(dataset_file), "-s", "3", "--wav", "r.wav", "--png", "r.png"
+    )
+    assert res.returncode == 0, res.stderr
+    rate, audio = wavfile.read(tmp_path / "data" / "r.wav")
+    with h5py.File(dataset_file, "r") as f:
+        assert rate == f.attrs["sample_rate"]
+        np.testing.assert_array_equal(audio.T, f["audio/waveforms"][3])
+    width, height = _png_size(tmp_path / "data" / "r.png")
+    assert width >= 1000 and height >= 500
+    assert not list((tmp_path / "data").glob("*.tmp"))
+
+
+def test_overview_picture(dataset_file: Path, tmp_path: Path) -> None:
+    res = farm(tmp_path, "inspect", str(dataset_file), "--png", "overview.png")
+    assert res.returncode == 0, res.stderr
+    assert "overview of 40 rows" in res.stdout
+    width, height = _png_size(tmp_path / "data" / "overview.png")
+    assert width >= 1000 and height >= 500
+
+
+def test_bad_picture_requests_are_one_line(dataset_file: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "taken.png").write_bytes(b"keep me")
+    for args, message in (
+        (["--wav", "x.wav"], "--wav needs a row"),
+        (["-s", "0", "--png", "../x.png"], "outside the data folder"),
+        (["-s", "0", "--png", "/tmp/x.png"], "outside the data folder"),
+        (["-s", "0", "--wav", "new.wav", "--png", "taken.png"], "exists"),
+        (["-s", "99", "--png", "y.png"], "out of range"),
+        (["-s", "0", "--png", "x.jpg"], ".png"),
+    ):
+        res = farm(tmp_path, "inspect", str(dataset_file), *args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.count("\n") == 1 and message in res.stderr, (args, res.stderr)
+    # Refused before anything was written: the WAV of the refused pair is not there either.
+    assert sorted(p.name for p in data.iterdir()) == ["taken.png"]
+    assert (data / "taken.png").read_bytes() == b"keep me"
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_importance_weights_decide_what_is_shown(dataset_file: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "weighted.h5"
+    shutil.copy(dataset_file, copy)
+    with FarmReader(copy) as r:
+        row = r.get_sample(0)
+        plain = important_parameters(r, row, 5)
+        last = r.continuous_names.index(important_parameters(r, row, len(r.continuous_names))[-8])
+        weights = np.ones(len(r.continuous_names))
+    weights[last] = 1e6
+    with h5py.File(copy, "a") as f:
+        f[IMPORTANCE] = weights
+    with FarmReader(copy) as r:
+        weighted = important_parameters(r, r.get_sample(0), 5)
+    assert weighted[0] == r.continuous_names[last] and weighted[0] not in plain
