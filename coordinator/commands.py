@@ -127,7 +127,9 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
         )
     finally:
         bar.end()
-    if st.state == "done":
+    if st.state == "done" and ledger.spec().weights is not None:
+        _echo_weights(farm, st, started)
+    elif st.state == "done":
         from farm.paths import stored_output
         from farm.storage.reader import FarmReader
 
@@ -145,6 +147,19 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
     else:
         click.echo(f"run {st.run_id} is {st.state}")
     return st
+
+
+def _echo_weights(farm: _Farm, st: Any, started: float) -> None:
+    from farm.paths import stored_output
+
+    out = stored_output(farm.settings.data_dir, st.output, suffix=".json")
+    w = json.loads(out.read_text())
+    top = sorted(w["continuous"].items(), key=lambda kv: -kv[1])[:5]
+    click.echo(
+        f"wrote {out}: weights from {w['bases']} base presets (noise floor "
+        f"{w['noise_floor']:.3g}) in {time.monotonic() - started:.1f}s; run {st.run_id}"
+    )
+    click.echo("  most important: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
 
 
 def register(cli: click.Group) -> None:
@@ -353,6 +368,148 @@ def register(cli: click.Group) -> None:
         app.worker_main([*argv, *celery_args])
 
     register_monitor(cli)
+    register_weights(cli)
+
+
+def register_weights(cli: click.Group) -> None:
+    """Add ``compute-weights`` to the CLI."""
+    from farm.cli import _broker_option, _data_dir_option
+
+    @cli.command("compute-weights")
+    @click.option("--tier", type=int, default=2, show_default=True, help="Tier 1, 2 or 3.")
+    @click.option("--n-base", type=int, default=500, show_default=True, help="Base presets.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option(
+        "--delta",
+        type=float,
+        default=0.1,
+        show_default=True,
+        help="Normalized step of a continuous parameter.",
+    )
+    @click.option(
+        "--set",
+        "fixed",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Raw value or option every base preset gets (repeatable).",
+    )
+    @click.option("--note", type=int, default=60, show_default=True, help="MIDI note.")
+    @click.option("--note-duration", type=float, default=1.0, show_default=True)
+    @click.option("--render-duration", type=float, default=1.5, show_default=True)
+    @click.option(
+        "-o",
+        "--output",
+        "dataset",
+        default=None,
+        help="A dataset of this tier to store the weights in (params/importance_*).",
+    )
+    @click.option(
+        "--json",
+        "json_out",
+        default=None,
+        help="JSON file of the weights [default: weights_t{tier}_{n}.json].",
+    )
+    @click.option("--force", is_flag=True, help="Replace an existing JSON file.")
+    @_broker_option
+    @_data_dir_option
+    @_workers_option
+    @_wait_option
+    def compute_weights(**kw: Any) -> None:  # fmt: skip
+        """Weigh each parameter by how much it changes the sound around base presets."""
+        from pydantic import ValidationError
+
+        from coordinator.ledger import Ledger
+        from coordinator.run import new_run_id, window_for
+        from coordinator.run import submit as submit_run
+        from farm.config import RenderSettings, RunSpec, WeightsSettings
+        from farm.paths import check_output, resolve_output
+
+        started = time.monotonic()
+        settings = _settings(kw["data_dir"], kw["broker"])
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        root = Path(settings.data_dir).resolve()
+        fixed = {}
+        for item in kw["fixed"]:
+            name, sep, value = item.partition("=")
+            if not (sep and name and value):
+                raise UsageError(f"--set {item!r}: write NAME=VALUE")
+            fixed[name] = value
+        target = None
+        if kw["dataset"]:
+            target = resolve_output(settings.data_dir, kw["dataset"], kw["dataset"])
+            _check_weights_target(target, kw["tier"])
+        try:
+            spec = RunSpec(
+                tier=kw["tier"],
+                n=kw["n_base"],
+                seed=kw["seed"],
+                batch_size=1,
+                render=RenderSettings(
+                    notes=(kw["note"],),
+                    note_duration=kw["note_duration"],
+                    render_duration=kw["render_duration"],
+                ),
+                weights=WeightsSettings(
+                    delta=kw["delta"],
+                    fixed=fixed,
+                    target=str(target.relative_to(root)) if target else None,
+                ),
+            )
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise UsageError(f"invalid option {where}: {first['msg']}") from None
+        _check_fixed(spec)
+        default = f"weights_t{spec.tier}_{spec.n}.json"
+        out = resolve_output(settings.data_dir, kw["json_out"], default, suffixes=(".json",))
+        check_output(out, force=kw["force"])
+        workers = None if settings.broker_url else (kw["workers"] or _cpu_count())
+        wait = kw["wait"] if kw["wait"] is not None else sys.stdout.isatty()
+        if workers is not None and kw["wait"] is False:
+            raise UsageError("--detach needs a broker: the embedded workers stop with farm")
+        with _farm(settings, run_workers=workers) as farm:
+            run_id = "w" + new_run_id(spec)
+            ledger = Ledger(farm.client, run_id)
+            submit_run(
+                ledger,
+                farm.sender,
+                spec,
+                output=str(out.relative_to(root)),
+                window=window_for(farm.settings, workers),
+            )
+            where = f"{workers} local workers" if workers else "the broker"
+            click.echo(
+                f"run {run_id}: weights of tier {spec.tier} from {spec.n} base presets on {where}",
+                err=True,
+            )
+            if not (wait or farm.embedded):
+                click.echo(run_id)
+                return
+            with _interruptible(run_id):
+                _follow(farm, ledger, started)
+
+
+def _check_weights_target(path: Path, tier: int) -> None:
+    from farm.errors import DatasetError
+    from farm.storage.reader import FarmReader
+
+    if not path.is_file():
+        raise DatasetError(f"no dataset {path} to store the weights in")
+    with FarmReader(path) as r:
+        if int(r.info()["tier"]) != tier:
+            raise UsageError(f"{path} is tier {r.info()['tier']}, not tier {tier}")
+
+
+def _check_fixed(spec: Any) -> None:
+    """Apply ``--set`` to a dummy label now, so a bad name or value is an error before
+    anything starts."""
+    from farm.params.registry import get_registry
+    from farm.params.sampler import sample_job
+    from farm.params.tiers import tier_params
+    from farm.weights import fix_label
+
+    tp = tier_params(get_registry(), spec.tier)
+    fix_label(sample_job(spec, tp, 0)[0], tp, spec.weights.fixed)
 
 
 def register_monitor(cli: click.Group) -> None:

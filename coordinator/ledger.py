@@ -220,7 +220,17 @@ class Ledger:
         p = f"farm:run:{run_id}:"
         self.k = {
             name: p + name
-            for name in ("meta", "ctr", "sent", "done", "rows", "rej", "attempts", "workers")
+            for name in (
+                "meta",
+                "ctr",
+                "sent",
+                "done",
+                "rows",
+                "rej",
+                "attempts",
+                "workers",
+                "results",
+            )
         }
         self.k["collect"] = p + "collect"
         self._advance = client.register_script(_ADVANCE)
@@ -373,6 +383,18 @@ class Ledger:
             collect=int(flag) == 1,
             duplicate=int(flag) == -1,
         )
+
+    def put_result(self, job: int, result: Mapping[str, Any]) -> None:
+        """Store a job's small JSON result (importance runs), before the job is finished:
+        a repeat delivery overwrites it with the same value."""
+        with _translate():
+            self.r.hset(self.k["results"], str(int(job)), json.dumps(result))
+
+    def results(self) -> dict[int, dict[str, Any]]:
+        """Every stored job result by job."""
+        with _translate():
+            raw = self.r.hgetall(self.k["results"])
+        return {int(k): json.loads(v) for k, v in raw.items()}
 
     def stale_jobs(self, older_than_s: float, limit: int = 64) -> list[int]:
         """Outstanding jobs sent or started more than ``older_than_s`` ago (their clock is

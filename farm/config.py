@@ -147,6 +147,21 @@ class SourceSettings(_Frozen):
         return -(-self.presets // batch_size)
 
 
+class WeightsSettings(_Frozen):
+    """A parameter-importance run (``farm compute-weights``): each job is one base preset,
+    rendered twice (the noise floor) and once per parameter moved by ``delta``."""
+
+    delta: float = Field(0.1, gt=0.0, le=0.5)
+    """Normalized step of a continuous parameter (away from the nearer bound)."""
+    fixed: dict[str, str] = {}
+    """Raw values (or option labels) every base preset gets: importance given a context,
+    e.g. ``filter_1_on=0``."""
+    fft_sizes: tuple[int, ...] = (256, 1024, 4096)
+    """Resolutions of the log-spectral distance."""
+    target: str | None = None
+    """A dataset (relative to the data folder) to add the weights to, besides the JSON."""
+
+
 class RunSpec(_Frozen):
     """Everything that determines a run's output. Job ``j`` is a pure function of this."""
 
@@ -161,6 +176,8 @@ class RunSpec(_Frozen):
     sampling: SamplingSettings = SamplingSettings()
     compression: CompressionSettings = CompressionSettings()
     sources: SourceSettings = SourceSettings()
+    weights: WeightsSettings | None = None
+    """Set for a parameter-importance run (its output is JSON, not rows)."""
 
     @field_validator("tier")
     @classmethod
@@ -177,7 +194,11 @@ class RunSpec(_Frozen):
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys), as stored in every dataset's ``run_spec``."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # A dataset run leaves ``weights`` out, so its JSON (and fingerprint) is what it
+        # was before importance runs existed.
+        exclude = {"weights"} if self.weights is None else None
+        data = self.model_dump(mode="json", exclude=exclude)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> RunSpec:

@@ -59,7 +59,7 @@ def check_output(path: Path, *, force: bool) -> None:
         raise OutputPathError(f"output folder {parent} is not writable")
 
 
-def stored_output(data_dir: str | os.PathLike[str], relative: str) -> Path:
+def stored_output(data_dir: str | os.PathLike[str], relative: str, suffix: str = ".h5") -> Path:
     """The absolute path of an output stored (in a run's ledger) relative to the data folder.
 
     Raises:
@@ -71,8 +71,8 @@ def stored_output(data_dir: str | os.PathLike[str], relative: str) -> Path:
     candidate = (root / p).resolve()
     if p.is_absolute() or not candidate.is_relative_to(root) or candidate == root:
         raise OutputPathError(f"stored output {relative!r} escapes the data folder {root}")
-    if candidate.suffix != ".h5":
-        raise OutputPathError(f"stored output {relative!r} must end in .h5")
+    if candidate.suffix != suffix:
+        raise OutputPathError(f"stored output {relative!r} must end in {suffix}")
     return candidate
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from coordinator.broker import Sender
 from coordinator.ledger import DONE, FAILED, Ledger
-from farm.config import FarmSettings
-from farm.errors import CollectError, RunStateError
+from farm.config import FarmSettings, RunSpec
+from farm.errors import CollectError, FarmError, RunStateError
 from farm.library import library_for
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
@@ -40,9 +40,12 @@ class Collected:
     rows: int
     merged: MergeResult | None = None
     requeued: int = 0
+    weights: bool = False
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
+        if self.weights:
+            return f"run {self.run_id}: weights of {self.rows} base presets in {self.path}"
         if self.requeued:
             return f"run {self.run_id}: {self.requeued} job(s) lost from shards, sent again"
         if self.merged is None:
@@ -86,11 +89,13 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
     """
     meta = ledger.require().meta()
     spec = ledger.spec()
+    if spec.weights is not None:
+        return collect_weights(ledger, settings, meta, spec)
     out = stored_output(settings.data_dir, meta["output"])
     folder = shard_dir(settings.data_dir, ledger.run_id)
     state = meta["state"]
     if state == DONE and out.exists() and not folder.is_dir():
-        return Collected(ledger.run_id, out, spec.n)
+        return Collected(ledger.run_id, out, spec.n, weights=True)
     pieces, rejections, renders = pieces_of(ledger, folder)
     if sum(p.count for p in pieces) < spec.n:
         raise RunStateError(
@@ -123,3 +128,43 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
     if not (settings.keep_shards or meta.get("keep_shards") == "1"):
         shutil.rmtree(folder, ignore_errors=True)
     return Collected(ledger.run_id, out, merged.rows, merged)
+
+
+def collect_weights(
+    ledger: Ledger, settings: FarmSettings, meta: dict[str, str], spec: RunSpec
+) -> Collected:
+    """An importance run's end: the first n measured base presets (in job order) become
+    weights, written as JSON and, when asked, into the target dataset."""
+    from farm.weights import add_to_dataset, aggregate, write_json
+
+    assert spec.weights is not None
+    out = stored_output(settings.data_dir, meta["output"], suffix=".json")
+    target = spec.weights.target
+    dataset = stored_output(settings.data_dir, target) if target else None
+    details = ledger.done_details()
+    results = ledger.results()
+    measured: list[int] = []
+    job = 0
+    while job in details and len(measured) < spec.n:
+        if details[job]["rows"]:
+            if job not in results:
+                raise CollectError(f"job {job} is done but its result is missing")
+            measured.append(job)
+        job += 1
+    if len(measured) < spec.n:
+        raise RunStateError(
+            f"run {ledger.run_id} is not complete ({len(measured)}/{spec.n} base presets)"
+        )
+    tp = tier_params(get_registry(), spec.tier)
+    t0 = time.monotonic()
+    try:
+        weights = aggregate([results[j] for j in measured], tp)
+        weights["run_id"] = ledger.run_id
+        write_json(out, weights)
+        if dataset is not None:
+            add_to_dataset(dataset, weights)
+    except (FarmError, OSError) as e:
+        ledger.set_state(FAILED, error=str(e))
+        raise CollectError(f"run {ledger.run_id}: {e}") from e
+    ledger.set_state(DONE, rows=spec.n, finished=time.time(), collect_s=time.monotonic() - t0)
+    return Collected(ledger.run_id, out, spec.n, weights=True)

@@ -20,6 +20,7 @@ from farm.errors import ShardBusyError
 from farm.jobs import injected_crashes, render_job
 from farm.params.sampler import sample_job
 from farm.params.tiers import TierParams
+from farm.render.engine import RenderEngine
 from farm.render.validate import Reason
 from farm.storage.shard import Row, ShardWriter
 from workers.context import WorkerContext
@@ -61,6 +62,8 @@ def process_job(ctx: WorkerContext, run_id: str, job: int) -> str:
     if job in faults.kill_jobs:
         os.kill(os.getpid(), signal.SIGKILL)  # injected fault: a worker killed from outside
     engine = ctx.engine(spec)
+    if spec.weights is not None:
+        return _weights_job(ctx, ledger, spec, engine, job, t0)
     crash = injected_crashes(spec, job, faults.crash_fraction)
     result = render_job(
         engine, spec, job, sample_job(spec, engine.tp, job, ctx.library(spec)), crash=crash
@@ -86,6 +89,32 @@ def process_job(ctx: WorkerContext, run_id: str, job: int) -> str:
         ctx.sender.render(run_id, stale)
     dup = " (duplicate delivery, ignored)" if advance.duplicate else ""
     return f"job {job}: {len(result.rows)} rows, {result.renders} renders{dup}"
+
+
+def _weights_job(
+    ctx: WorkerContext, ledger: Ledger, spec: RunSpec, engine: RenderEngine, job: int, t0: float
+) -> str:
+    """An importance job: one base preset measured; its result goes to the ledger (small
+    JSON, no shard), and a base that is silent or crashes is a rejection (topped up)."""
+    from farm.weights import fix_label, measure_base
+
+    assert spec.weights is not None
+    label = sample_job(spec, engine.tp, job, ctx.library(spec))[0]
+    label = fix_label(label, engine.tp, spec.weights.fixed)
+    result, reason, renders = measure_base(engine, spec, label)
+    if result is not None:
+        ledger.put_result(job, result)
+    advance = ledger.finish_job(
+        job,
+        rows=int(result is not None),
+        renders=renders,
+        rejections={} if reason is None else {reason.value: 1},
+        worker=ctx.name,
+        seconds=time.monotonic() - t0,
+    )
+    ctx.sender.dispatch(ledger.run_id, advance)
+    what = "measured" if reason is None else f"rejected ({reason.value})"
+    return f"job {job}: base preset {what}, {renders} renders"
 
 
 def _write(

@@ -1,0 +1,201 @@
+"""Parameter importance: how much the sound changes when one parameter moves.
+
+For a base preset, every continuous parameter is moved by ``delta`` (normalized, away from
+the nearer bound) and every categorical one switched to its next option; each variant is
+rendered from a clean state and compared with the base by a multi-resolution log-spectral
+distance. The base is rendered twice: the distance between those two renders is the noise
+floor (vita is not bit-deterministic for every patch), subtracted from every change. The
+weight of a parameter is its mean floor-corrected change over the base presets, normalized
+so the weights of each kind average 1.
+
+The per-base work (:func:`measure_base`) runs in farm jobs; :func:`aggregate` combines
+them in the collector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from farm.config import RunSpec, WeightsSettings
+from farm.errors import DatasetError, UsageError
+from farm.params.label import Label
+from farm.params.tiers import TierParams
+from farm.render.engine import Outcome, RenderEngine
+from farm.render.validate import Reason, validate
+
+CONTINUOUS_KEY = "params/importance_continuous"
+CATEGORICAL_KEY = "params/importance_categorical"
+
+
+def fix_label(label: Label, tp: TierParams, fixed: Mapping[str, str]) -> Label:
+    """``label`` with the ``fixed`` raw values (or option labels) set.
+
+    Raises:
+        UsageError: a name not in this tier, a value out of range or not an option.
+    """
+    cont = label.continuous.copy()
+    cat = label.categorical.copy()
+    for name, value in fixed.items():
+        i = tp.continuous_index(name)
+        if i >= 0:
+            spec = tp.continuous[i]
+            try:
+                raw = float(value)
+            except ValueError:
+                raise UsageError(f"--set {name}={value}: not a number") from None
+            if not spec.min <= raw <= spec.max:
+                raise UsageError(f"--set {name}={value}: outside [{spec.min:g}, {spec.max:g}]")
+            span = spec.max - spec.min
+            cont[i] = (raw - spec.min) / span if span > 0 else 0.0
+            continue
+        k = tp.categorical_index(name)
+        if k < 0:
+            raise UsageError(f"--set {name}: not a parameter of tier {tp.tier}")
+        spec = tp.categorical[k]
+        if value in spec.options:
+            cat[k] = spec.options.index(value)
+            continue
+        try:
+            raw = float(value)
+        except ValueError:
+            raise UsageError(f"--set {name}={value}: options are {list(spec.options)}") from None
+        index = round(raw - spec.min)
+        if not 0 <= index < spec.n_options:
+            raise UsageError(f"--set {name}={value}: outside [{spec.min:g}, {spec.max:g}]")
+        cat[k] = index
+    return dataclasses.replace(label, continuous=cont, categorical=cat)
+
+
+def variants(label: Label, tp: TierParams, delta: float) -> Iterator[tuple[str, int, Label]]:
+    """Each one-parameter change of ``label``: ("continuous" | "categorical", column,
+    label)."""
+    for i in range(len(tp.continuous)):
+        cont = label.continuous.copy()
+        v = float(cont[i])
+        cont[i] = v + delta if v + delta <= 1.0 else v - delta
+        yield "continuous", i, dataclasses.replace(label, continuous=cont)
+    for k in range(len(tp.categorical)):
+        n = int(tp.n_options[k])
+        if n < 2:
+            continue
+        cat = label.categorical.copy()
+        cat[k] = (int(cat[k]) + 1) % n
+        yield "categorical", k, dataclasses.replace(label, categorical=cat)
+
+
+def spectral_distance(a: np.ndarray, b: np.ndarray, fft_sizes: Sequence[int]) -> float:
+    """Mean absolute difference of log magnitude spectrograms (mono mix, natural log,
+    floor 1e-5), averaged over the FFT sizes."""
+    from scipy.signal import stft
+
+    ma = np.asarray(a, dtype=np.float64).mean(axis=0)
+    mb = np.asarray(b, dtype=np.float64).mean(axis=0)
+    total = 0.0
+    for n in fft_sizes:
+        _, _, za = stft(ma, nperseg=n, noverlap=n * 3 // 4, boundary=None)
+        _, _, zb = stft(mb, nperseg=n, noverlap=n * 3 // 4, boundary=None)
+        la = np.log(np.abs(za) + 1e-5)
+        lb = np.log(np.abs(zb) + 1e-5)
+        total += float(np.mean(np.abs(la - lb)))
+    return total / len(fft_sizes)
+
+
+def _render(engine: RenderEngine, label: Label) -> np.ndarray | None:
+    note = engine.render(label, engine.settings.notes[:1])[0]
+    return note.audio if note.outcome == Outcome.OK else None
+
+
+def measure_base(
+    engine: RenderEngine, spec: RunSpec, label: Label
+) -> tuple[dict[str, Any] | None, Reason | None, int]:
+    """The changes of one base preset: (result, None, renders), or (None, why the base is
+    unusable, renders).
+
+    The result holds ``noise`` (the floor) and the raw distances ``continuous`` (C,) and
+    ``categorical`` (K,; null for one-option columns). A variant that fails to render
+    gets null (left out of the mean).
+    """
+    ws = spec.weights or WeightsSettings()
+    shape = (2, spec.render.samples)
+    base = _render(engine, label)
+    if base is None:
+        return None, Reason.CRASH, 1
+    reason, _, _ = validate(base, spec.validation, shape)
+    if reason is not None:
+        return None, reason, 1
+    again = _render(engine, label)
+    if again is None:
+        return None, Reason.CRASH, 2
+    renders = 2
+    noise = spectral_distance(base, again, ws.fft_sizes)
+    out: dict[str, list[float | None]] = {
+        "continuous": [None] * len(engine.tp.continuous),
+        "categorical": [None] * len(engine.tp.categorical),
+    }
+    for kind, column, variant in variants(label, engine.tp, ws.delta):
+        audio = _render(engine, variant)
+        renders += 1
+        if audio is not None:
+            out[kind][column] = spectral_distance(base, audio, ws.fft_sizes)
+    return {"noise": noise, **out}, None, renders
+
+
+def aggregate(results: Sequence[Mapping[str, Any]], tp: TierParams) -> dict[str, Any]:
+    """Weights from the per-base results: mean of max(distance - noise, 0), each kind
+    normalized to mean 1 (all zeros stay zeros)."""
+    if not results:
+        raise UsageError("no usable base preset: nothing to weigh")
+    noise = np.array([float(r["noise"]) for r in results])
+    out: dict[str, Any] = {}
+    for kind, specs in (("continuous", tp.continuous), ("categorical", tp.categorical)):
+        d = np.array(
+            [[np.nan if x is None else float(x) for x in r[kind]] for r in results],
+            dtype=np.float64,
+        ).reshape(len(results), len(specs))
+        change = np.maximum(d - noise[:, None], 0.0)
+        with np.errstate(invalid="ignore"):
+            mean = np.where(np.isnan(change).all(axis=0), 0.0, np.nanmean(change, axis=0))
+        scale = float(mean.mean()) if mean.size else 0.0
+        weights = mean / scale if scale > 0 else mean
+        out[kind] = {s.name: float(w) for s, w in zip(specs, weights, strict=True)}
+    out["noise_floor"] = float(np.median(noise))
+    out["bases"] = len(results)
+    return out
+
+
+def write_json(path: Path, weights: Mapping[str, Any]) -> None:
+    """The weights as JSON (temporary name, then renamed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(weights, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def add_to_dataset(path: Path, weights: Mapping[str, Any]) -> None:
+    """Store the weights in a dataset of the same tier, in its column order.
+
+    Only two small datasets are written, in place (copying a large dataset to a temporary
+    name would cost its whole size); the JSON written before keeps the result if this is
+    interrupted.
+
+    Raises:
+        DatasetError: the dataset's parameters are not the weights' parameters.
+    """
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        for key, kind in ((CONTINUOUS_KEY, "continuous"), (CATEGORICAL_KEY, "categorical")):
+            names = [str(n) for n in f[f"params/{kind}"].attrs["names"]]
+            if sorted(names) != sorted(weights[kind]):
+                raise DatasetError(f"{path}: its {kind} parameters are not those weighed")
+            data = np.array([weights[kind][n] for n in names], dtype=np.float32)
+            if key in f:
+                del f[key]
+            f.create_dataset(key, data=data)
+            f[key].attrs["names"] = names
