@@ -374,6 +374,17 @@ def inspect(
             click.echo(f"  {name:34} {row['categorical'][j]:8d}  {raw[name]}")
 
 
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_data_dir_option
+def preview(file: str, data_dir: str) -> None:
+    """Browse a dataset in the terminal: filter rows, see parameters and sketches, play
+    (or export) a row's audio. Keys are shown at the bottom."""
+    from farm.preview import make_app
+
+    make_app(file, data_dir).run()
+
+
 def _write_pictures(
     r: Any, index: int | None, wav: str | None, png: str | None, force: bool, data_dir: str
 ) -> None:
