@@ -166,6 +166,8 @@ class RunStatus:
     finished: float = 0.0
     retries: int = 0
     """Deliveries of a job after its first (a worker process died, a stale job re-sent)."""
+    kind: str = "dataset"
+    """``dataset`` (rows) or ``weights`` (``farm compute-weights``: one base preset a row)."""
 
     @property
     def elapsed(self) -> float:
@@ -267,6 +269,7 @@ class Ledger:
             "per_job": spec.batch_size * len(spec.render.notes),
             "keep_shards": int(keep_shards),
             "faults": (faults or Faults()).model_dump_json(),
+            "kind": "dataset" if spec.weights is None else "weights",
             "created": now,
             "started": now,
             "rows_at_start": 0,
@@ -488,6 +491,7 @@ class Ledger:
             output=meta.get("output", ""),
             error=meta.get("error", ""),
             tier=int(meta.get("tier", 0)),
+            kind=meta.get("kind", "dataset"),
             finished=float(meta.get("finished", 0)),
             retries=int(ctr.get("retries", 0)),
         )

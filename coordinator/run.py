@@ -162,6 +162,12 @@ def describe(st: RunStatus) -> str:
     """One progress line: rows, rate, ETA, jobs, acceptance, rejections by reason."""
     eta = "-" if math.isinf(st.eta) else f"{st.eta:.0f}s"
     rej = " ".join(f"{k}={v}" for k, v in st.rejections.items())
+    if st.kind == "weights":
+        return (
+            f"{st.accepted}/{st.n} base presets  {st.rate:.3f}/s  ETA {eta}  jobs "
+            f"{st.jobs_done} done {st.outstanding} out  {st.renders} renders"
+            + (f"  unusable bases: {rej}" if rej else "")
+        )
     return (
         f"{st.accepted}/{st.n} rows  {st.rate:.2f} rows/s  ETA {eta}  jobs {st.jobs_done} "
         f"done {st.outstanding} out  accepted {st.acceptance:.0%} of {st.renders} renders"

@@ -311,3 +311,16 @@ def test_flower_refuses_to_start_without_credentials(cluster: Cluster) -> None:
         res = farm(cluster.root, "flower", "--broker", cluster.url, env=env, timeout=60)
         assert res.returncode == 2
         assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_compute_weights_on_the_broker(cluster: Cluster) -> None:
+    args = ["compute-weights", "--broker", cluster.url, "--tier", "1", "--n-base", "2"]
+    args += ["--note-duration", "0.3", "--render-duration", "0.5", "--json", "w.json", "--wait"]
+    res = farm(cluster.root, *args)
+    assert res.returncode == 0, res.stderr
+    weights = json.loads((cluster.data / "w.json").read_text())
+    assert weights["bases"] == 2 and weights["continuous"]["volume"] > 0
+    run_id = weights["run_id"]
+    out = farm(cluster.root, "status", run_id, "--broker", cluster.url)
+    assert out.returncode == 0, out.stderr
+    assert "2/2 base presets" in out.stdout and "done" in out.stdout
