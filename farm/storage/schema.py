@@ -23,6 +23,8 @@ wavetables/name, wavetables/hash (W,)  str     name, sha256 of the canonical JSO
 presets/state         (P,)             str     JSON of a real preset's non-scalar state
                                                (LFO shapes, sample), once each  (2.3.0)
 presets/name, author, origin, source, hash (P,) str; presets/dropped_modulations (P,) int32
+params/importance_continuous  (C,)     float32 optional, added by `farm compute-weights -o`
+params/importance_categorical (K,)     float32   (attrs names: column order), mean 1
 ```
 
 A row re-renders from the file alone (``farm rerender``): its label, plus the wavetables
