@@ -149,6 +149,54 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
     return st
 
 
+def _run(
+    settings: Any,
+    spec: Any,
+    *,
+    output: str,
+    kw: dict[str, Any],
+    started: float,
+    what: str,
+    prefix: str = "",
+    faults: Any = None,
+) -> None:
+    """Start a run (embedded or on the broker), then follow it or print its id.
+
+    Args:
+        output: the output's path relative to the data folder.
+        kw: the command's ``workers`` and ``wait`` options.
+        what: how the first line names the run's product.
+        prefix: before the run id (``w`` for importance runs).
+    """
+    from coordinator.ledger import Ledger
+    from coordinator.run import new_run_id, window_for
+    from coordinator.run import submit as submit_run
+
+    workers = None if settings.broker_url else (kw["workers"] or _cpu_count())
+    wait = kw["wait"] if kw["wait"] is not None else sys.stdout.isatty()
+    if workers is not None and kw["wait"] is False:
+        raise UsageError("--detach needs a broker: the embedded workers stop with farm")
+    with _farm(settings, run_workers=workers) as farm:
+        run_id = prefix + new_run_id(spec)
+        ledger = Ledger(farm.client, run_id)
+        submit_run(
+            ledger,
+            farm.sender,
+            spec,
+            output=output,
+            window=window_for(farm.settings, workers),
+            keep_shards=settings.keep_shards,
+            faults=faults,
+        )
+        where = f"{workers} local workers" if workers else "the broker"
+        click.echo(f"run {run_id}: {what} on {where}", err=True)
+        if not (wait or farm.embedded):
+            click.echo(run_id)
+            return
+        with _interruptible(run_id):
+            _follow(farm, ledger, started)
+
+
 def _echo_weights(farm: _Farm, st: Any, started: float) -> None:
     from farm.paths import stored_output
 
@@ -185,9 +233,7 @@ def register(cli: click.Group) -> None:
     )  # fmt: skip
     def submit(**kw: Any) -> None:
         """Render a dataset on the farm (embedded Redis and local workers by default)."""
-        from coordinator.ledger import Ledger
-        from coordinator.run import check_disk, new_run_id, window_for
-        from coordinator.run import submit as submit_run
+        from coordinator.run import check_disk
         from farm.config import Faults
         from farm.paths import check_output, resolve_output
 
@@ -203,31 +249,8 @@ def register(cli: click.Group) -> None:
         spec = _with_sources(spec, kw, settings.data_dir)
         rel = str(out.relative_to(Path(settings.data_dir).resolve()))
         faults = Faults(crash_fraction=kw["inject_crash"], kill_jobs=kw["kill_jobs"])
-        workers = None
-        if not settings.broker_url:
-            workers = kw["workers"] or _cpu_count()
-        wait = kw["wait"] if kw["wait"] is not None else sys.stdout.isatty()
-        if workers is not None and kw["wait"] is False:
-            raise UsageError("--detach needs a broker: the embedded workers stop with farm")
-        with _farm(settings, run_workers=workers) as farm:
-            run_id = new_run_id(spec)
-            ledger = Ledger(farm.client, run_id)
-            submit_run(
-                ledger,
-                farm.sender,
-                spec,
-                output=rel,
-                window=window_for(farm.settings, workers),
-                keep_shards=settings.keep_shards,
-                faults=faults,
-            )
-            where = f"{workers} local workers" if workers else "the broker"
-            click.echo(f"run {run_id}: {spec.n} rows of tier {spec.tier} on {where}", err=True)
-            if not (wait or farm.embedded):
-                click.echo(run_id)
-                return
-            with _interruptible(run_id):
-                _follow(farm, ledger, started)
+        what = f"{spec.n} rows of tier {spec.tier}"
+        _run(settings, spec, output=rel, kw=kw, started=started, what=what, faults=faults)
 
     @cli.command()
     @click.argument("run_id", required=False)
@@ -418,9 +441,6 @@ def register_weights(cli: click.Group) -> None:
         """Weigh each parameter by how much it changes the sound around base presets."""
         from pydantic import ValidationError
 
-        from coordinator.ledger import Ledger
-        from coordinator.run import new_run_id, window_for
-        from coordinator.run import submit as submit_run
         from farm.config import RenderSettings, RunSpec, WeightsSettings
         from farm.paths import check_output, resolve_output
 
@@ -463,30 +483,9 @@ def register_weights(cli: click.Group) -> None:
         default = f"weights_t{spec.tier}_{spec.n}.json"
         out = resolve_output(settings.data_dir, kw["json_out"], default, suffixes=(".json",))
         check_output(out, force=kw["force"])
-        workers = None if settings.broker_url else (kw["workers"] or _cpu_count())
-        wait = kw["wait"] if kw["wait"] is not None else sys.stdout.isatty()
-        if workers is not None and kw["wait"] is False:
-            raise UsageError("--detach needs a broker: the embedded workers stop with farm")
-        with _farm(settings, run_workers=workers) as farm:
-            run_id = "w" + new_run_id(spec)
-            ledger = Ledger(farm.client, run_id)
-            submit_run(
-                ledger,
-                farm.sender,
-                spec,
-                output=str(out.relative_to(root)),
-                window=window_for(farm.settings, workers),
-            )
-            where = f"{workers} local workers" if workers else "the broker"
-            click.echo(
-                f"run {run_id}: weights of tier {spec.tier} from {spec.n} base presets on {where}",
-                err=True,
-            )
-            if not (wait or farm.embedded):
-                click.echo(run_id)
-                return
-            with _interruptible(run_id):
-                _follow(farm, ledger, started)
+        what = f"weights of tier {spec.tier} from {spec.n} base presets"
+        rel = str(out.relative_to(root))
+        _run(settings, spec, output=rel, kw=kw, started=started, what=what, prefix="w")
 
 
 def _check_weights_target(path: Path, tier: int) -> None:
@@ -496,8 +495,9 @@ def _check_weights_target(path: Path, tier: int) -> None:
     if not path.is_file():
         raise DatasetError(f"no dataset {path} to store the weights in")
     with FarmReader(path) as r:
-        if int(r.info()["tier"]) != tier:
-            raise UsageError(f"{path} is tier {r.info()['tier']}, not tier {tier}")
+        found = int(r.file.attrs["tier"])
+    if found != tier:
+        raise UsageError(f"{path} is tier {found}, not tier {tier}")
 
 
 def _check_fixed(spec: Any) -> None:

@@ -306,10 +306,10 @@ def inspect(
     if wav and index is None:
         raise UsageError("--wav needs a row: -s IDX")
     with FarmReader(file) as r:
-        info = r.info()
         if wav or png:
             _write_pictures(r, index, wav, png, force, data_dir)
             return
+        info = r.info()
         if index is None:
             if as_json:
                 click.echo(json.dumps(info, indent=1))

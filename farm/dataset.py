@@ -20,6 +20,7 @@ import numpy as np
 
 from farm.errors import DatasetError
 from farm.storage import schema
+from farm.storage.reader import FarmReader
 
 #: Short names of the array fields; metadata fields go by their own name (``midi_note``).
 ARRAYS: dict[str, str] = {
@@ -44,14 +45,17 @@ def in_validation(preset_hashes: np.ndarray, fraction: float, seed: int) -> np.n
     """Which rows fall on the validation side: a preset's keyed hash (with ``seed``) read
     as a number in [0, 1) below ``fraction``."""
     key = str(seed).encode()
-    cache: dict[bytes, bool] = {}
-    out = np.empty(len(preset_hashes), dtype=bool)
-    for i, h in enumerate(preset_hashes):
-        if h not in cache:
-            digest = hashlib.blake2b(bytes(h), key=key, digest_size=8).digest()
-            cache[h] = int.from_bytes(digest, "big") / 2.0**64 < fraction
-        out[i] = cache[h]
-    return out
+    presets, row_preset = np.unique(preset_hashes, return_inverse=True)
+    side = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(bytes(h), key=key, digest_size=8).digest(), "big")
+            / 2.0**64
+            < fraction
+            for h in presets
+        ],
+        dtype=bool,
+    )
+    return side[row_preset.reshape(-1)]
 
 
 class FarmDataset:
@@ -92,7 +96,9 @@ class FarmDataset:
         if as_torch and _torch() is None:
             raise DatasetError("as_torch=True needs torch: pip install torch")
         self.as_torch = _torch() is not None if as_torch is None else as_torch
-        with self._open_checked() as f:
+        # FarmReader checks the file (exists, HDF5, farm schema) with one-line errors.
+        with FarmReader(self.path) as reader:
+            f = reader.file
             self.sources = {name: self._source(f, name) for name in fields}
             hashes = f["metadata/preset_hash"][...]
         self.fields = tuple(fields)
@@ -103,20 +109,6 @@ class FarmDataset:
         self.rows = rows
         self._file: h5py.File | None = None
         self._pid = -1
-
-    def _open_checked(self) -> h5py.File:
-        if not os.path.isfile(self.path):
-            raise DatasetError(f"no such dataset: {self.path}")
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as e:
-            raise DatasetError(f"{self.path} is not a readable HDF5 file: {e}") from e
-        try:
-            schema.require_valid(f)
-        except DatasetError:
-            f.close()
-            raise
-        return f
 
     def _source(self, f: h5py.File, name: str) -> str:
         path = ARRAYS.get(name, f"metadata/{name}")

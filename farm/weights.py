@@ -90,21 +90,21 @@ def variants(label: Label, tp: TierParams, delta: float) -> Iterator[tuple[str, 
         yield "categorical", k, dataclasses.replace(label, categorical=cat)
 
 
-def spectral_distance(a: np.ndarray, b: np.ndarray, fft_sizes: Sequence[int]) -> float:
-    """Mean absolute difference of log magnitude spectrograms (mono mix, natural log,
-    floor 1e-5), averaged over the FFT sizes."""
+def log_spectra(audio: np.ndarray, fft_sizes: Sequence[int]) -> list[np.ndarray]:
+    """Log magnitude spectrograms (mono mix, natural log, floor 1e-5), one per FFT size."""
     from scipy.signal import stft
 
-    ma = np.asarray(a, dtype=np.float64).mean(axis=0)
-    mb = np.asarray(b, dtype=np.float64).mean(axis=0)
-    total = 0.0
+    mono = np.asarray(audio, dtype=np.float64).mean(axis=0)
+    out = []
     for n in fft_sizes:
-        _, _, za = stft(ma, nperseg=n, noverlap=n * 3 // 4, boundary=None)
-        _, _, zb = stft(mb, nperseg=n, noverlap=n * 3 // 4, boundary=None)
-        la = np.log(np.abs(za) + 1e-5)
-        lb = np.log(np.abs(zb) + 1e-5)
-        total += float(np.mean(np.abs(la - lb)))
-    return total / len(fft_sizes)
+        _, _, z = stft(mono, nperseg=n, noverlap=n * 3 // 4, boundary=None)
+        out.append(np.log(np.abs(z) + 1e-5))
+    return out
+
+
+def spectra_distance(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    """Mean absolute difference of two :func:`log_spectra`, averaged over resolutions."""
+    return sum(float(np.mean(np.abs(x - y))) for x, y in zip(a, b, strict=True)) / len(a)
 
 
 def _render(engine: RenderEngine, label: Label) -> np.ndarray | None:
@@ -134,7 +134,9 @@ def measure_base(
     if again is None:
         return None, Reason.CRASH, 2
     renders = 2
-    noise = spectral_distance(base, again, ws.fft_sizes)
+    # The base's spectra once, not once per variant (hundreds per base preset).
+    base_spectra = log_spectra(base, ws.fft_sizes)
+    noise = spectra_distance(base_spectra, log_spectra(again, ws.fft_sizes))
     out: dict[str, list[float | None]] = {
         "continuous": [None] * len(engine.tp.continuous),
         "categorical": [None] * len(engine.tp.categorical),
@@ -143,7 +145,7 @@ def measure_base(
         audio = _render(engine, variant)
         renders += 1
         if audio is not None:
-            out[kind][column] = spectral_distance(base, audio, ws.fft_sizes)
+            out[kind][column] = spectra_distance(base_spectra, log_spectra(audio, ws.fft_sizes))
     return {"noise": noise, **out}, None, renders
 
 
