@@ -117,6 +117,11 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
     from farm.cli import _Progress
 
     bar = _Progress()
+
+    def note(line: str) -> None:
+        bar.end()
+        click.echo(f"farm: {line}", err=True)
+
     try:
         st = follow(
             ledger,
@@ -124,6 +129,8 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
             farm.settings,
             on_status=lambda s: bar(describe(s), final=s.state in ("done", "failed")),
             alive=farm.workers.check if farm.workers else None,
+            on_note=note,
+            node=f"follower-{os.getpid()}",
         )
     finally:
         bar.end()
@@ -171,30 +178,57 @@ def _run(
     from coordinator.ledger import Ledger
     from coordinator.run import new_run_id, window_for
     from coordinator.run import submit as submit_run
+    from farm.params.registry import get_registry
+    from farm.paths import OutputClaim
 
-    workers = None if settings.broker_url else (kw["workers"] or _cpu_count())
+    workers = None if settings.broker_url else _local_workers(kw["workers"])
     wait = kw["wait"] if kw["wait"] is not None else sys.stdout.isatty()
     if workers is not None and kw["wait"] is False:
         raise UsageError("--detach needs a broker: the embedded workers stop with farm")
-    with _farm(settings, run_workers=workers) as farm:
-        run_id = prefix + new_run_id(spec)
-        ledger = Ledger(farm.client, run_id)
-        submit_run(
-            ledger,
-            farm.sender,
-            spec,
-            output=output,
-            window=window_for(farm.settings, workers),
-            keep_shards=settings.keep_shards,
-            faults=faults,
-        )
-        where = f"{workers} local workers" if workers else "the broker"
-        click.echo(f"run {run_id}: {what} on {where}", err=True)
-        if not (wait or farm.embedded):
-            click.echo(run_id)
-            return
-        with _interruptible(run_id):
-            _follow(farm, ledger, started)
+    run_id = prefix + new_run_id(spec)
+    claim = OutputClaim(settings.data_dir, output)
+    claim.take(run_id, force=kw.get("force", False))
+    created = False
+    try:
+        with _farm(settings, run_workers=workers) as farm:
+            ledger = Ledger(farm.client, run_id)
+            submit_run(
+                ledger,
+                farm.sender,
+                spec,
+                output=output,
+                window=window_for(farm.settings, workers),
+                keep_shards=settings.keep_shards,
+                faults=faults,
+                fingerprint=get_registry().fingerprint,
+                lost_after_s=farm.settings.lost_after_s,
+            )
+            created = True
+            _announce_and_follow(farm, ledger, started, what, workers, wait)
+    finally:
+        if not created:
+            claim.release(run_id)
+
+
+def _announce_and_follow(
+    farm: _Farm, ledger: Any, started: float, what: str, workers: int | None, wait: bool
+) -> None:
+    run_id = ledger.run_id
+    where = f"{workers} local workers" if workers else "the broker"
+    click.echo(f"run {run_id}: {what} on {where}", err=True)
+    if not (wait or farm.embedded):
+        click.echo(run_id)
+        return
+    with _interruptible(run_id):
+        _follow(farm, ledger, started)
+
+
+def _local_workers(given: int | None) -> int:
+    if given is None:
+        return _cpu_count()
+    if given < 1:
+        raise UsageError(f"--workers must be at least 1, got {given}")
+    return given
 
 
 def _echo_weights(farm: _Farm, st: Any, started: float) -> None:
@@ -233,19 +267,24 @@ def register(cli: click.Group) -> None:
     )  # fmt: skip
     def submit(**kw: Any) -> None:
         """Render a dataset on the farm (embedded Redis and local workers by default)."""
-        from coordinator.run import check_disk
+        from coordinator.run import window_for
         from farm.config import Faults
+        from farm.disk import check_disk
         from farm.paths import check_output, resolve_output
+        from farm.storage.compression import dataset_options
 
         started = time.monotonic()
         spec = _build_spec(kw)
         settings = _settings(
             kw["data_dir"], kw["broker"], window=kw["window"], keep_shards=kw["keep_shards"]
         )
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        # Everything that can be refused is refused before anything is created.
+        local = None if settings.broker_url else _local_workers(kw["workers"])
+        dataset_options(spec.compression)  # a plugin codec this machine lacks
         out = resolve_output(settings.data_dir, kw["output"], f"tier{spec.tier}_{spec.n}.h5")
-        check_output(out, force=kw["force"])
-        check_disk(spec, settings.data_dir)
+        check_output(out, force=kw["force"], root=settings.data_dir)
+        check_disk(spec, settings.data_dir, extra_jobs=window_for(settings, local))
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         spec = _with_sources(spec, kw, settings.data_dir)
         rel = str(out.relative_to(Path(settings.data_dir).resolve()))
         faults = Faults(crash_fraction=kw["inject_crash"], kill_jobs=kw["kill_jobs"])

@@ -25,9 +25,11 @@ from typing import Any
 import redis
 
 from farm.config import Faults, RunSpec
-from farm.errors import BrokerError, RunNotFoundError, UsageError
+from farm.errors import BrokerError, DiskFullError, RunNotFoundError, UsageError
 
 RUNS_KEY = "farm:runs"
+#: Runs that are running or collecting: what a supervisor looks after.
+ACTIVE_KEY = "farm:active"
 _RUN_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 #: States a run moves through; only ``running`` hands out jobs.
@@ -39,19 +41,30 @@ RUNNING, COLLECTING, DONE, CANCELLED, FAILED = (
     "failed",
 )
 FINAL_STATES = (DONE, CANCELLED, FAILED)
+ALL_STATES = (RUNNING, COLLECTING, DONE, CANCELLED, FAILED)
 #: Done jobs in a row with no accepted row before a run fails (thresholds too strict).
 MAX_BARREN_JOBS = 50
 
-_ADVANCE = """
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+_ADVANCE = (
+    _NOW
+    + """
 local meta, ctr, sent, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rowsk, rej, collect = KEYS[5], KEYS[6], KEYS[7]
-local now = ARGV[1]
+local beat, active, run_id = KEYS[8], KEYS[9], ARGV[9]
 if ARGV[2] == 'done' then
   local job = ARGV[3]
   if redis.call('HSETNX', done, job, ARGV[5]) == 0 then return {-1, 0, 0} end
   local r = tonumber(ARGV[4])
   redis.call('HSET', rowsk, job, r)
   redis.call('HDEL', sent, job)
+  redis.call('HDEL', beat, job)
+  redis.call('HINCRBYFLOAT', ctr, 'job_seconds', tonumber(ARGV[10]))
+  redis.call('HSET', ctr, 'last_done', now)
   redis.call('HINCRBY', ctr, 'total_rows', r)
   redis.call('HINCRBY', ctr, 'done_jobs', 1)
   redis.call('HINCRBY', ctr, 'renders', tonumber(ARGV[6]))
@@ -90,6 +103,7 @@ if tonumber(redis.call('HGET', ctr, 'barren') or '0') >= tonumber(ARGV[8]) then
   redis.call('HSET', meta, 'state', 'failed', 'updated', now, 'error',
     'no row accepted in ' .. ARGV[8] .. ' jobs in a row; ' ..
     'check the validation thresholds and constraints')
+  redis.call('SREM', active, run_id)
   return {0, 0, 0}
 end
 local per = tonumber(redis.call('HGET', meta, 'per_job'))
@@ -102,36 +116,109 @@ local first = redis.call('HINCRBY', ctr, 'next', want) - want
 for j = first, first + want - 1 do redis.call('HSET', sent, j, now) end
 return {0, first, want}
 """
+)
 
-_START = """
+_START = (
+    _NOW
+    + """
 local meta, sent, done = KEYS[1], KEYS[2], KEYS[3]
-local attempts, workers, ctr = KEYS[4], KEYS[5], KEYS[6]
+local attempts, workers, ctr, beat = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local job = ARGV[1]
 local state = redis.call('HGET', meta, 'state')
 if not state then return {'unknown', 0} end
 if redis.call('HEXISTS', done, job) == 1 then return {'done', 0} end
 if state ~= 'running' then return {state, 0} end
 redis.call('SADD', workers, ARGV[3])
-if redis.call('HEXISTS', sent, job) == 1 then redis.call('HSET', sent, job, ARGV[2]) end
+if redis.call('HEXISTS', sent, job) == 1 then
+  redis.call('HSET', sent, job, now)
+  redis.call('HSET', beat, job, now)
+end
 local attempt = redis.call('HINCRBY', attempts, job, 1)
 if attempt > 1 then redis.call('HINCRBY', ctr, 'retries', 1) end
 return {'ok', attempt}
 """
+)
 
-_STALE = """
-local sent = KEYS[1]
-local now, age, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+_BEAT = (
+    _NOW
+    + """
+for i = 1, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then redis.call('HSET', KEYS[2], ARGV[i], now) end
+end
+return tostring(now)
+"""
+)
+
+#: Jobs to send again: started and silent (no heartbeat for ARGV[1] s), or sent long ago,
+#: never started and not waiting anywhere (ARGV[3]: JSON list of jobs whose message is
+#: queued or just taken by a worker). Their clocks restart, so one supervisor sends each.
+_LOST = (
+    _NOW
+    + """
+local sent, beat, ctr = KEYS[1], KEYS[2], KEYS[3]
+local age, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local waiting = {}
+for _, j in ipairs(cjson.decode(ARGV[3])) do waiting[tostring(j)] = true end
 local out = {}
 local all = redis.call('HGETALL', sent)
 for i = 1, #all, 2 do
   if #out >= limit then break end
-  if now - tonumber(all[i + 1]) > age then
-    redis.call('HSET', sent, all[i], ARGV[1])
-    table.insert(out, all[i])
+  local job = all[i]
+  local b = redis.call('HGET', beat, job)
+  local lost
+  if b then
+    lost = now - tonumber(b) > age
+  else
+    lost = now - tonumber(all[i + 1]) > age and not waiting[job]
+  end
+  if lost then
+    redis.call('HSET', sent, job, now)
+    redis.call('HDEL', beat, job)
+    redis.call('HINCRBY', ctr, 'resent', 1)
+    table.insert(out, job)
   end
 end
 return out
 """
+)
+
+#: A state change only from the expected states (compare and set): a late collector or a
+#: resumed frozen worker cannot move a run that someone else already moved on.
+_MOVE = (
+    _NOW
+    + """
+local meta, active, collect = KEYS[1], KEYS[2], KEYS[3]
+local state = redis.call('HGET', meta, 'state')
+if not state then return '' end
+local ok = false
+for _, s in ipairs(cjson.decode(ARGV[1])) do if s == state then ok = true end end
+if not ok then return state end
+local fields = cjson.decode(ARGV[3])
+redis.call('HSET', meta, 'state', ARGV[2], 'updated', now)
+for k, v in pairs(fields) do redis.call('HSET', meta, k, v) end
+if ARGV[2] == 'running' or ARGV[2] == 'collecting' then
+  redis.call('SADD', active, ARGV[4])
+else
+  redis.call('SREM', active, ARGV[4])
+end
+if ARGV[2] == 'running' then redis.call('DEL', collect) end
+if ARGV[2] == 'collecting' then redis.call('SET', collect, now) end
+return 'ok'
+"""
+)
+
+#: The collector's claim: taken when silent for ARGV[1] s (or missing) while collecting.
+_RECLAIM = (
+    _NOW
+    + """
+local meta, collect = KEYS[1], KEYS[2]
+if redis.call('HGET', meta, 'state') ~= 'collecting' then return 0 end
+local b = redis.call('GET', collect)
+if b and now - tonumber(b) <= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', collect, now)
+return 1
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -168,6 +255,25 @@ class RunStatus:
     """Deliveries of a job after its first (a worker process died, a stale job re-sent)."""
     kind: str = "dataset"
     """``dataset`` (rows) or ``weights`` (``farm compute-weights``: one base preset a row)."""
+    resent: int = 0
+    """Jobs sent again because their worker went silent or their message was lost."""
+    silent: list[int] = field(default_factory=list)
+    """Running jobs whose worker has sent no heartbeat for the run's ``lost_after_s``
+    (killed, frozen or cut off: they are being sent again)."""
+    idle_s: float = 0.0
+    """Seconds since a job last finished (or the run started): how long progress stopped."""
+    job_s: float = 0.0
+    """Mean seconds of a finished job (0 before the first)."""
+    lost_after_s: float = 40.0
+    """The run's heartbeat limit."""
+
+    @property
+    def stalled(self) -> bool:
+        """Running, work outstanding, and no job finished for longer than a job should
+        take (``lost_after_s`` or 3 mean jobs): its ETA would be a lie."""
+        if self.state != "running":
+            return False
+        return bool(self.silent) or self.idle_s > max(self.lost_after_s, 3 * self.job_s)
 
     @property
     def elapsed(self) -> float:
@@ -181,9 +287,12 @@ class RunStatus:
 
     @property
     def eta(self) -> float:
-        """Seconds to the target at the current rate (inf before the first row)."""
+        """Seconds to the target at the current rate (inf before the first row, and while
+        the run is stalled)."""
         rate = self.rate
-        return max(self.n - self.total_rows, 0) / rate if rate > 0 else float("inf")
+        if rate <= 0 or self.stalled:
+            return float("inf")
+        return max(self.n - self.total_rows, 0) / rate
 
     @property
     def acceptance(self) -> float:
@@ -193,7 +302,11 @@ class RunStatus:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (with rate and ETA)."""
         out = dict(self.__dict__)
-        out.update(rate=self.rate, eta=None if self.eta == float("inf") else self.eta)
+        out.update(
+            rate=self.rate,
+            eta=None if self.eta == float("inf") else self.eta,
+            stalled=self.stalled,
+        )
         return out
 
 
@@ -232,12 +345,17 @@ class Ledger:
                 "attempts",
                 "workers",
                 "results",
+                "beat",
             )
         }
         self.k["collect"] = p + "collect"
+        self.k["active"] = ACTIVE_KEY
         self._advance = client.register_script(_ADVANCE)
         self._start = client.register_script(_START)
-        self._stale = client.register_script(_STALE)
+        self._beat = client.register_script(_BEAT)
+        self._lost = client.register_script(_LOST)
+        self._move = client.register_script(_MOVE)
+        self._reclaim = client.register_script(_RECLAIM)
 
     def _keys(self, *names: str) -> list[str]:
         return [self.k[n] for n in names]
@@ -252,8 +370,14 @@ class Ledger:
         window: int,
         keep_shards: bool,
         faults: Faults | None = None,
+        fingerprint: str = "",
+        lost_after_s: float = 40.0,
     ) -> None:
         """Store a new run (state ``running``, nothing sent yet).
+
+        Args:
+            fingerprint: the registry fingerprint the labels must index; a worker whose
+                vita gives another one refuses the run (empty: not checked).
 
         Raises:
             UsageError: a run with this id exists.
@@ -275,16 +399,19 @@ class Ledger:
             "rows_at_start": 0,
             "updated": now,
             "error": "",
+            "fingerprint": fingerprint,
+            "lost_after_s": lost_after_s,
         }
-        with _translate():
+        with translate_errors():
             if not self.r.hsetnx(self.k["meta"], "state", RUNNING):
                 raise UsageError(f"run {self.run_id} exists")
             self.r.hset(self.k["meta"], mapping=meta)
             self.r.zadd(RUNS_KEY, {self.run_id: now})
+            self.r.sadd(ACTIVE_KEY, self.run_id)
 
     def exists(self) -> bool:
         """True when the run is in the ledger."""
-        with _translate():
+        with translate_errors():
             return bool(self.r.exists(self.k["meta"]))
 
     def require(self) -> Ledger:
@@ -295,7 +422,7 @@ class Ledger:
 
     def meta(self) -> dict[str, str]:
         """The run's meta hash."""
-        with _translate():
+        with translate_errors():
             return dict(self.r.hgetall(self.k["meta"]))  # type: ignore[arg-type]
 
     def spec(self) -> RunSpec:
@@ -309,20 +436,32 @@ class Ledger:
 
     def state(self) -> str:
         """running, collecting, done, cancelled or failed ('' for an unknown run)."""
-        with _translate():
+        with translate_errors():
             return str(self.r.hget(self.k["meta"], "state") or "")
 
+    def move(self, to: str, *, only_from: Sequence[str], **fields: Any) -> bool:
+        """Change the state (and extra meta fields) only when the run is in one of
+        ``only_from``; True when it moved. Keeps the set of active runs in step."""
+        with translate_errors():
+            got = self._move(
+                keys=[self.k["meta"], ACTIVE_KEY, self.k["collect"]],
+                args=[json.dumps(list(only_from)), to, json.dumps(fields), self.run_id],
+            )
+        return str(got) == "ok"
+
     def set_state(self, state: str, **fields: Any) -> None:
-        """Set the state (and extra meta fields)."""
-        with _translate():
-            update: dict[Any, Any] = {"state": state, "updated": time.time(), **fields}
-            self.r.hset(self.k["meta"], mapping=update)
+        """Set the state (and extra meta fields) from whatever state the run is in."""
+        self.move(state, only_from=ALL_STATES, **fields)
+
+    def fail(self, error: str) -> bool:
+        """Fail a running or collecting run with its reason (a final state stays)."""
+        return self.move(FAILED, only_from=(RUNNING, COLLECTING), error=error[:2000])
 
     def restart(self) -> None:
         """Back to ``running`` after an interruption (resume), with a fresh rate clock."""
-        with _translate():
+        with translate_errors():
             total = int(self.r.hget(self.k["ctr"], "total_rows") or 0)
-            self.r.delete(self.k["collect"])
+            self.r.delete(self.k["beat"])
         self.set_state(RUNNING, started=time.time(), rows_at_start=total, error="")
 
     # -- jobs -----------------------------------------------------------------------------
@@ -333,10 +472,10 @@ class Ledger:
 
     def start_job(self, job: int, worker: str) -> tuple[str, int]:
         """A worker starts ``job``: ('ok', attempt number) or (why to skip it, 0)."""
-        with _translate():
+        with translate_errors():
             state, attempt = self._start(
-                keys=self._keys("meta", "sent", "done", "attempts", "workers", "ctr"),
-                args=[job, time.time(), worker],
+                keys=self._keys("meta", "sent", "done", "attempts", "workers", "ctr", "beat"),
+                args=[job, 0, worker],
             )
         return str(state), int(attempt)
 
@@ -368,17 +507,23 @@ class Ledger:
             "seconds": round(seconds, 3),
         }
         return self._run_advance(
-            "done", job, rows, json.dumps(detail), renders, json.dumps(dict(rejections))
+            "done",
+            job,
+            rows,
+            json.dumps(detail),
+            renders,
+            json.dumps(dict(rejections)),
+            seconds=seconds,
         )
 
-    def _run_advance(self, mode: str, *args: Any) -> Advance:
-        argv: list[Any] = (
-            [time.time(), mode, *args] if args else [time.time(), mode, 0, 0, "", 0, "{}"]
-        )
-        argv.append(MAX_BARREN_JOBS)
-        with _translate():
+    def _run_advance(self, mode: str, *args: Any, seconds: float = 0.0) -> Advance:
+        argv: list[Any] = [0, mode, *args] if args else [0, mode, 0, 0, "", 0, "{}"]
+        argv += [MAX_BARREN_JOBS, self.run_id, round(seconds, 3)]
+        with translate_errors():
             flag, first, count = self._advance(
-                keys=self._keys("meta", "ctr", "sent", "done", "rows", "rej", "collect"),
+                keys=self._keys(
+                    "meta", "ctr", "sent", "done", "rows", "rej", "collect", "beat", "active"
+                ),
                 args=argv,
             )
         return Advance(
@@ -390,39 +535,81 @@ class Ledger:
     def put_result(self, job: int, result: Mapping[str, Any]) -> None:
         """Store a job's small JSON result (importance runs), before the job is finished:
         a repeat delivery overwrites it with the same value."""
-        with _translate():
+        with translate_errors():
             self.r.hset(self.k["results"], str(int(job)), json.dumps(result))
 
     def results(self) -> dict[int, dict[str, Any]]:
         """Every stored job result by job."""
-        with _translate():
+        with translate_errors():
             raw = self.r.hgetall(self.k["results"])
         return {int(k): json.loads(v) for k, v in raw.items()}
 
-    def stale_jobs(self, older_than_s: float, limit: int = 64) -> list[int]:
-        """Outstanding jobs sent or started more than ``older_than_s`` ago (their clock is
-        reset: the caller sends them again)."""
-        with _translate():
-            out = self._stale(keys=[self.k["sent"]], args=[time.time(), older_than_s, limit])
-        return [int(j) for j in out]
+    def beat(self, *jobs: int) -> float:
+        """Heartbeat of running jobs (only those still outstanding); the server's time."""
+        with translate_errors():
+            return float(self._beat(keys=self._keys("sent", "beat"), args=list(jobs)))
+
+    def beat_collector(self) -> None:
+        """Heartbeat of the collector while it merges (keeps its claim)."""
+        with translate_errors():
+            if self.r.hget(self.k["meta"], "state") == COLLECTING:
+                self.r.set(self.k["collect"], float(self.r.time()[0]))
+
+    def lost_jobs(
+        self, silent_s: float, waiting: Sequence[int] = (), limit: int = 256
+    ) -> list[int]:
+        """Jobs to send again, their clocks restarted (so only one caller sends them).
+
+        A job is lost when it started and its worker has sent no heartbeat for
+        ``silent_s`` (killed, frozen, cut off from the broker), or when it was sent more
+        than ``silent_s`` ago, never started, and its message is not ``waiting`` (queued, or
+        just taken by a worker): a message lost with the broker, or held by a dead worker.
+        A job that is merely long keeps beating and is never sent twice.
+        """
+        with translate_errors():
+            out = self._lost(
+                keys=self._keys("sent", "beat", "ctr"),
+                args=[silent_s, limit, json.dumps(sorted({int(j) for j in waiting}))],
+            )
+        return sorted(int(j) for j in out)
+
+    def reclaim_collector(self, silent_s: float) -> bool:
+        """True when the run is collecting and its collector has been silent for
+        ``silent_s`` (or was never started): the caller sends it again."""
+        with translate_errors():
+            return bool(self._reclaim(keys=self._keys("meta", "collect"), args=[silent_s]))
+
+    def silent_jobs(self, silent_s: float) -> list[int]:
+        """Outstanding jobs that started and have had no heartbeat for ``silent_s`` (read
+        only: for ``farm status``)."""
+        with translate_errors():
+            now = float(self.r.time()[0])
+            beats = self.r.hgetall(self.k["beat"])
+        return sorted(int(j) for j, t in beats.items() if now - float(t) > silent_s)
 
     def outstanding(self) -> list[int]:
         """Jobs sent and not done."""
-        with _translate():
+        with translate_errors():
             return sorted(int(j) for j in self.r.hkeys(self.k["sent"]))
 
     def done_details(self) -> dict[int, dict[str, Any]]:
         """Every done job's detail (shard, first row, rows, rejections, renders)."""
-        with _translate():
+        with translate_errors():
             raw = self.r.hgetall(self.k["done"])
         return {int(j): json.loads(v) for j, v in raw.items()}
 
-    def reset_jobs(self, jobs: Sequence[int]) -> None:
+    def reset_jobs(self, jobs: Sequence[int]) -> bool:
         """Forget done jobs whose rows were lost, recompute the counters, and mark them
-        outstanding (the caller sends them) with the run back to ``running``."""
+        outstanding (the caller sends them) with the run back to ``running``.
+
+        Only a collecting run is reset (a late collector never reopens a done run);
+        returns False and changes nothing otherwise.
+        """
+        if self.state() != COLLECTING:
+            return False
         details = self.done_details()
-        now = time.time()
-        with _translate():
+        with translate_errors():
+            now = float(self.r.time()[0])
             pipe = self.r.pipeline(transaction=True)
             for j in jobs:
                 pipe.hdel(self.k["done"], j)
@@ -432,9 +619,7 @@ class Ledger:
         for j in jobs:
             details.pop(j, None)
         self._recount(details)
-        with _translate():
-            self.r.delete(self.k["collect"])
-        self.set_state(RUNNING)
+        return self.move(RUNNING, only_from=(COLLECTING,))
 
     def _recount(self, details: Mapping[int, Mapping[str, Any]]) -> None:
         rej: dict[Any, Any] = {}
@@ -449,10 +634,11 @@ class Ledger:
             "total_rows": sum(int(d["rows"]) for d in details.values()),
             "done_jobs": len(details),
             "renders": sum(int(d["renders"]) for d in details.values()),
+            "job_seconds": sum(float(d.get("seconds", 0)) for d in details.values()),
             "prefix_job": pj,
             "prefix_rows": pr,
         }
-        with _translate():
+        with translate_errors():
             pipe = self.r.pipeline(transaction=True)
             pipe.hset(self.k["ctr"], mapping=ctr)
             pipe.delete(self.k["rej"])
@@ -464,14 +650,16 @@ class Ledger:
 
     def status(self) -> RunStatus:
         """A snapshot of the run."""
-        with _translate():
+        with translate_errors():
             pipe = self.r.pipeline(transaction=False)
             pipe.hgetall(self.k["meta"])
             pipe.hgetall(self.k["ctr"])
             pipe.hgetall(self.k["rej"])
             pipe.hlen(self.k["sent"])
             pipe.smembers(self.k["workers"])
-            meta, ctr, rej, outstanding, workers = pipe.execute()
+            pipe.hgetall(self.k["beat"])
+            pipe.time()
+            meta, ctr, rej, outstanding, workers, beats, server = pipe.execute()
         if not meta:
             raise RunNotFoundError(f"no run {self.run_id!r} on this broker (see `farm status`)")
         return RunStatus(
@@ -494,21 +682,51 @@ class Ledger:
             kind=meta.get("kind", "dataset"),
             finished=float(meta.get("finished", 0)),
             retries=int(ctr.get("retries", 0)),
+            **_liveness(meta, ctr, beats, server[0] + server[1] / 1e6),
         )
+
+
+def _liveness(
+    meta: Mapping[str, str], ctr: Mapping[str, str], beats: Mapping[str, str], now: float
+) -> dict[str, Any]:
+    """The status fields that say whether a run is moving (server clock)."""
+    lost_after = float(meta.get("lost_after_s", 40.0))
+    done_jobs = int(ctr.get("done_jobs", 0))
+    since = max(float(ctr.get("last_done", 0)), float(meta.get("started", 0)))
+    return {
+        "resent": int(ctr.get("resent", 0)),
+        "silent": sorted(int(j) for j, t in beats.items() if now - float(t) > lost_after),
+        "idle_s": max(now - since, 0.0),
+        "job_s": float(ctr.get("job_seconds", 0)) / done_jobs if done_jobs else 0.0,
+        "lost_after_s": lost_after,
+    }
+
+
+def active_runs(client: redis.Redis) -> list[str]:
+    """Runs that are running or collecting."""
+    with translate_errors():
+        return sorted(str(r) for r in client.smembers(ACTIVE_KEY))
 
 
 def list_runs(client: redis.Redis) -> list[str]:
     """Every run id on the broker, oldest first."""
-    with _translate():
+    with translate_errors():
         return [str(r) for r in client.zrange(RUNS_KEY, 0, -1)]
 
 
 @contextmanager
-def _translate() -> Iterator[None]:
-    """Turns a redis-py connection or password error into a one-line BrokerError."""
+def translate_errors() -> Iterator[None]:
+    """Turns a redis-py connection or password error into a one-line BrokerError, and a
+    broker that cannot write its append-only file into a DiskFullError."""
     try:
         yield
     except redis.AuthenticationError as e:
         raise BrokerError(f"the broker refused the password: {e}") from e
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise BrokerError(f"lost the broker: {e}") from e
+    except redis.ResponseError as e:
+        if str(e).startswith("MISCONF") or "No space left" in str(e):
+            raise DiskFullError(
+                f"the broker cannot write its data (disk full on the Redis host?): {e}"
+            ) from e
+        raise

@@ -376,6 +376,38 @@ def inspect(
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+def verify(file: str) -> None:
+    """Re-check every row of a dataset against the checksum made where it was rendered;
+    exit 1 and list the damaged rows when any differ."""
+    import h5py
+
+    from farm.errors import DatasetError, IntegrityError
+    from farm.storage.integrity import verify_rows
+
+    if not Path(file).is_file():
+        raise DatasetError(f"no such dataset: {file}")
+    bar = _Progress()
+    try:
+        with h5py.File(file, "r") as f:
+            n = int(f["audio/waveforms"].shape[0]) if "audio/waveforms" in f else 0
+            found = verify_rows(f, on_block=lambda done: bar(f"verified {done}/{n} rows"))
+    except (OSError, KeyError) as e:
+        raise DatasetError(f"{file} is not a readable farm dataset: {e}") from e
+    finally:
+        bar.end()
+    if found.unchecked:
+        raise DatasetError(f"{file} has no row checksums (schema before 2.4.0): nothing to verify")
+    if found.bad:
+        shown = ", ".join(str(i) for i in found.bad[:50])
+        more = f" and {len(found.bad) - 50} more" if len(found.bad) > 50 else ""
+        raise IntegrityError(
+            f"{file}: {len(found.bad)} of {found.rows} rows fail their checksum: rows {shown}{more}"
+        )
+    click.echo(f"{file}: all {found.rows} rows match their checksums")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
 @_data_dir_option
 def preview(file: str, data_dir: str) -> None:
     """Browse a dataset in the terminal: filter rows, see parameters and sketches, play

@@ -244,9 +244,20 @@ class FarmSettings(_Frozen):
     broker); bounds Redis memory whatever n is."""
     max_attempts: int = Field(4, ge=1, le=100)
     """Deliveries of one job before its presets are recorded as CRASH and it is dropped."""
-    stale_after_s: float = Field(600.0, gt=0)
-    """A job started (or sent) this long ago and not done is sent again (lost message,
-    worker killed from outside); duplicates are harmless."""
+    lost_after_s: float = Field(40.0, ge=1.0, le=86_400)
+    """A running job whose worker has sent no heartbeat for this long (killed, frozen,
+    cut off from the broker), or a job sent this long ago that never started and whose
+    message is neither queued nor just taken by a worker, is sent again. Jobs that are
+    merely long keep beating and are never sent twice. With the defaults a lost job is
+    sent again within about a minute (this + ``supervise_s`` + ``heartbeat_s``)."""
+    heartbeat_s: float = Field(5.0, gt=0, le=3600)
+    """How often a worker process says that its running job (or collector) is alive."""
+    supervise_s: float = Field(10.0, gt=0, le=3600)
+    """How often a worker (and a following ``farm submit``) looks for lost jobs, a lost
+    collector and runs that stopped topping up."""
+    broker_retry_s: float = Field(300.0, ge=0, le=86_400)
+    """How long a following ``farm submit``/``resume`` keeps reconnecting to a lost broker
+    (with backoff) before it gives up and prints the resume command."""
     task_time_limit_s: float = Field(3600.0, gt=0)
     """Hard Celery time limit of one job."""
     visibility_timeout_s: float = Field(7200.0, gt=0)
@@ -265,6 +276,12 @@ class FarmSettings(_Frozen):
     job and below the container's stop grace period."""
     flower_url: str | None = None
     """Where the Flower dashboard of this broker is (shown by ``farm status``)."""
+
+    @model_validator(mode="after")
+    def _beats_fit(self) -> FarmSettings:
+        if self.heartbeat_s * 2 > self.lost_after_s:
+            raise ValueError("lost_after_s must be at least twice heartbeat_s")
+        return self
 
 
 def settings_from_env(env: Mapping[str, str], **given: Any) -> FarmSettings:

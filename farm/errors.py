@@ -63,6 +63,24 @@ class DiskSpaceError(UsageError):
     """The run's estimated size exceeds the free space of the data folder."""
 
 
+class IntegrityError(FarmError):
+    """Rows of a dataset do not match the checksums made when they were rendered."""
+
+
+class DiskFullError(FarmError):
+    """A disk filled up while a run wrote to it (shards, the final file, the broker's
+    append-only file). Nothing half-written counts; free space and ``farm resume``."""
+
+
+class RunFailedError(FarmError):
+    """A run ended as failed (its reason is in the message and in ``farm status``)."""
+
+
+class EnvironmentMismatchError(FarmError):
+    """A worker cannot take part in a run: another vita (registry fingerprint), a codec
+    it lacks, a data folder it cannot write. Not a preset's fault: the run fails."""
+
+
 class CollectError(FarmError):
     """The collector cannot build the final file (rows missing from the shards, ...)."""
 

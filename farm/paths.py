@@ -36,13 +36,34 @@ def resolve_output(
             f"output {name!r} is outside the data folder {root} "
             "(set --data-dir or FARM_DATA_DIR to write elsewhere)"
         )
-    if not candidate.name.endswith(suffixes):
-        raise OutputPathError(f"output {name!r} must end in {' or '.join(suffixes)}")
+    check_name(candidate.name, suffixes)
     return candidate
 
 
-def check_output(path: Path, *, force: bool) -> None:
+def check_name(name: str, suffixes: tuple[str, ...] = (".h5",)) -> None:
+    """A file name farm will write: a non-empty stem, one of ``suffixes``, no control
+    characters (a newline or tab in a name breaks every listing and log line).
+
+    Raises:
+        OutputPathError: the name is not one of those.
+    """
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise OutputPathError(f"output name {name!r} contains control characters")
+    suffix = next((s for s in suffixes if name.endswith(s)), None)
+    if suffix is None:
+        raise OutputPathError(f"output {name!r} must end in {' or '.join(suffixes)}")
+    if not name[: -len(suffix)].strip(" ."):
+        raise OutputPathError(f"output {name!r} needs a name before {suffix}")
+
+
+def check_output(path: Path, *, force: bool, root: str | os.PathLike[str] | None = None) -> None:
     """Refuse an existing output unless ``force``, and a folder that cannot be written.
+
+    Args:
+        path: the output.
+        force: replace an existing file.
+        root: the data folder, which the caller creates when it is missing (so its
+            absence is no error here, and nothing is created to check).
 
     Raises:
         OutputExistsError: ``path`` exists and ``force`` is False.
@@ -54,7 +75,10 @@ def check_output(path: Path, *, force: bool) -> None:
         raise OutputExistsError(f"output {path} exists (use --force to replace it)")
     parent = path.parent
     if not parent.is_dir():
-        raise OutputPathError(f"output folder {parent} does not exist")
+        if root is None or parent != Path(root).resolve():
+            raise OutputPathError(f"output folder {parent} does not exist")
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"output folder {parent} is not writable")
 
@@ -73,6 +97,7 @@ def stored_output(data_dir: str | os.PathLike[str], relative: str, suffix: str =
         raise OutputPathError(f"stored output {relative!r} escapes the data folder {root}")
     if candidate.suffix != suffix:
         raise OutputPathError(f"stored output {relative!r} must end in {suffix}")
+    check_name(candidate.name, (suffix,))
     return candidate
 
 
@@ -92,3 +117,74 @@ def resolve_folder(data_dir: str | os.PathLike[str], given: str) -> Path:
             "(set --data-dir or FARM_DATA_DIR to write elsewhere)"
         )
     return candidate
+
+
+class OutputClaim:
+    """The claim of one run on one output, made atomically across submitters that share
+    the data folder (``O_EXCL`` on ``DATA/.claims/<hash>``): a second run for the same
+    output is refused unless ``--force`` takes it over, and a collector writes only the
+    output its run still holds.
+
+    Args:
+        data_dir: the data folder.
+        output: the output, relative to the data folder.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], output: str) -> None:
+        import hashlib
+
+        self.output = output
+        digest = hashlib.sha256(output.encode()).hexdigest()[:32]
+        self.path = Path(data_dir).resolve() / ".claims" / digest
+
+    def holder(self) -> str | None:
+        """The run holding the output, None when nobody does."""
+        try:
+            return self.path.read_text().split("\n", 1)[0].strip() or None
+        except OSError:
+            return None
+
+    def take(self, run_id: str, *, force: bool) -> None:
+        """Claim the output for ``run_id``.
+
+        Raises:
+            OutputExistsError: another run holds it and ``force`` is False.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = f"{run_id}\n{self.output}\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = self.holder()
+            if not force:
+                raise OutputExistsError(
+                    f"output {self.output} is being made by run {holder} (wait for it, "
+                    "or use --force to take the output over)"
+                ) from None
+            write_atomic(self.path, text.encode())
+            return
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+    def held_by(self, run_id: str) -> bool:
+        """True when ``run_id`` holds the output, or nobody does (an older run)."""
+        holder = self.holder()
+        return holder is None or holder == run_id
+
+    def release(self, run_id: str) -> None:
+        """Give the output up (only when ``run_id`` holds it)."""
+        if self.holder() == run_id:
+            self.path.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a unique temporary name and a rename: readers
+    see the old file or the new one, never a part."""
+    import secrets
+
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

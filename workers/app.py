@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from coordinator.broker import celery_config
 from farm.config import FarmSettings, settings_from_env
@@ -40,3 +40,24 @@ def _init_process(**_: Any) -> None:
     from workers.context import WorkerContext
 
     WorkerContext.start(app.conf.farm_settings)
+
+
+_supervisor: list[Any] = []
+
+
+@worker_ready.connect
+def _start_supervisor(sender: Any = None, **_: Any) -> None:
+    # The main process supervises (lost jobs, lost collectors, stalled top-ups), so a run
+    # finishes with no follower; see coordinator.supervisor.
+    from workers.liveness import SupervisorThread
+
+    node = str(getattr(sender, "hostname", "") or f"pid-{os.getpid()}")
+    thread = SupervisorThread(app.conf.farm_settings, node)
+    thread.start()
+    _supervisor.append(thread)
+
+
+@worker_shutdown.connect
+def _stop_supervisor(**_: Any) -> None:
+    for thread in _supervisor:
+        thread.stop()

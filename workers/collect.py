@@ -8,6 +8,7 @@ then triggers the collector again when they are done.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -16,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.broker import Sender
-from coordinator.ledger import DONE, FAILED, Ledger
+from coordinator.ledger import CANCELLED, COLLECTING, DONE, FAILED, RUNNING, Ledger
 from farm.config import FarmSettings, RunSpec
+from farm.disk import disk_full, estimate_bytes, is_disk_full
 from farm.errors import CollectError, FarmError, RunStateError
 from farm.library import library_for
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
-from farm.paths import stored_output
+from farm.paths import OutputClaim, stored_output
 from farm.storage.merge import MergeResult, MissingRowsError, Piece, merge
 from workers.render import shard_dir
 
@@ -41,9 +43,12 @@ class Collected:
     merged: MergeResult | None = None
     requeued: int = 0
     weights: bool = False
+    missing: bool = False
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
+        if self.missing:
+            return f"run {self.run_id} is done, but its output {self.path} is gone"
         if self.weights:
             return f"run {self.run_id}: weights of {self.rows} base presets in {self.path}"
         if self.requeued:
@@ -83,25 +88,37 @@ def pieces_of(ledger: Ledger, folder: Path) -> tuple[list[Piece], dict[str, int]
 def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -> Collected:
     """Merge a complete run's shards into its output, then mark it done.
 
+    A done run stays done (collecting it again reports its file). A complete run that
+    failed or was cancelled (a full disk, say) is collected again once asked. Any error
+    fails the run with its reason, so nothing waits on a collector that died.
+
     Raises:
-        RunStateError: the run is not complete (or was cancelled).
-        CollectError: the merge failed for another reason (the run is marked failed).
+        RunStateError: the run is not complete.
+        CollectError: the merge failed (the run is marked failed with the reason).
     """
     meta = ledger.require().meta()
     spec = ledger.spec()
+    if meta["state"] == DONE:
+        out = _output(settings, meta, spec)
+        return Collected(
+            ledger.run_id, out, int(meta.get("rows", spec.n)), missing=not out.exists()
+        )
     if spec.weights is not None:
         return collect_weights(ledger, settings, meta, spec)
     out = stored_output(settings.data_dir, meta["output"])
     folder = shard_dir(settings.data_dir, ledger.run_id)
-    state = meta["state"]
-    if state == DONE and out.exists() and not folder.is_dir():
-        return Collected(ledger.run_id, out, spec.n, weights=True)
     pieces, rejections, renders = pieces_of(ledger, folder)
     if sum(p.count for p in pieces) < spec.n:
         raise RunStateError(
             f"run {ledger.run_id} is not complete ({sum(p.count for p in pieces)}/{spec.n} "
-            f"rows in finished jobs; state {state})"
+            f"rows in finished jobs; state {meta['state']})"
         )
+    claim = OutputClaim(settings.data_dir, meta["output"])
+    if not claim.held_by(ledger.run_id):
+        raise _failed(ledger, settings, spec, out, CollectError(
+            f"output {meta['output']} was taken over by run {claim.holder()} (--force)"
+        ))  # fmt: skip
+    ledger.move(COLLECTING, only_from=(RUNNING, FAILED, CANCELLED), error="")
     tp = tier_params(get_registry(), spec.tier)
     try:
         merged = merge(
@@ -116,18 +133,51 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
             library=library_for(spec.sources.library, settings.data_dir),
         )
     except MissingRowsError as e:
+        if not ledger.reset_jobs(e.jobs):
+            # Another collector finished (or the run was stopped) meanwhile.
+            return (
+                collect_run(ledger, settings, sender)
+                if ledger.state() == DONE
+                else (Collected(ledger.run_id, out, 0))
+            )
         log.warning("run %s: %s; sending them again", ledger.run_id, e)
-        ledger.reset_jobs(e.jobs)
         if sender is not None:
             sender.render(ledger.run_id, e.jobs)
         return Collected(ledger.run_id, out, 0, requeued=len(e.jobs))
-    except CollectError as e:
-        ledger.set_state(FAILED, error=str(e))
-        raise
-    ledger.set_state(DONE, rows=merged.rows, finished=time.time(), collect_s=merged.seconds)
+    except Exception as e:
+        raise _failed(ledger, settings, spec, out, e) from e
+    ledger.move(
+        DONE,
+        only_from=(COLLECTING,),
+        rows=merged.rows,
+        finished=time.time(),
+        collect_s=merged.seconds,
+    )
+    claim.release(ledger.run_id)
     if not (settings.keep_shards or meta.get("keep_shards") == "1"):
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # .shards/ itself, once no run has shards
     return Collected(ledger.run_id, out, merged.rows, merged)
+
+
+def _output(settings: FarmSettings, meta: dict[str, str], spec: RunSpec) -> Path:
+    suffix = ".json" if spec.weights is not None else ".h5"
+    return stored_output(settings.data_dir, meta["output"], suffix=suffix)
+
+
+def _failed(
+    ledger: Ledger, settings: FarmSettings, spec: RunSpec, out: Path, e: BaseException
+) -> CollectError:
+    """Fail the run with why the collector could not finish; the error to raise."""
+    if is_disk_full(e):
+        need = estimate_bytes(spec) // 2
+        reason = str(disk_full(out.parent, need, ledger.run_id))
+    else:
+        reason = f"the collector failed: {e if isinstance(e, FarmError) else repr(e)}"
+    log.error("run %s: %s", ledger.run_id, reason)
+    ledger.fail(reason)
+    return CollectError(f"run {ledger.run_id}: {reason}")
 
 
 def collect_weights(
@@ -163,8 +213,14 @@ def collect_weights(
         write_json(out, weights)
         if dataset is not None:
             add_to_dataset(dataset, weights)
-    except (FarmError, OSError) as e:
-        ledger.set_state(FAILED, error=str(e))
-        raise CollectError(f"run {ledger.run_id}: {e}") from e
-    ledger.set_state(DONE, rows=spec.n, finished=time.time(), collect_s=time.monotonic() - t0)
+    except Exception as e:
+        raise _failed(ledger, settings, spec, out, e) from e
+    ledger.move(
+        DONE,
+        only_from=(COLLECTING, RUNNING),
+        rows=spec.n,
+        finished=time.time(),
+        collect_s=time.monotonic() - t0,
+    )
+    OutputClaim(settings.data_dir, meta["output"]).release(ledger.run_id)
     return Collected(ledger.run_id, out, spec.n, weights=True)

@@ -12,7 +12,7 @@ import redis
 
 from coordinator.broker import Sender, connect
 from coordinator.ledger import Ledger
-from farm.config import FarmSettings, RunSpec
+from farm.config import FarmSettings, Faults, RunSpec
 from farm.library import Library
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
@@ -36,15 +36,23 @@ class WorkerContext:
         self.pid = os.getpid()
         host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "host"
         # Unique per process start: a recycled pid never appends to a dead process's shard.
-        self.name = f"{host[:40]}-{self.pid}-{secrets.token_hex(3)}"
+        self._host = host[:40]
+        self.name = ""
+        self.new_shard()
         # Same order as a local run: the registry's throwaway Synth, then the engine's.
         self.registry = get_registry()
         self.synth = vita.Synth()
         self._engines: dict[tuple[int, str], RenderEngine] = {}
         self._specs: dict[str, RunSpec] = {}
+        self._meta: dict[str, dict[str, str]] = {}
         self._libraries: dict[str, Library] = {}
         self._redis: redis.Redis | None = None
         self._sender: Sender | None = None
+
+    def new_shard(self) -> None:
+        """Take a new name (and so a new shard file) for the jobs after this one: a shard
+        that an error left in doubt is never appended to again."""
+        self.name = f"{self._host}-{self.pid}-{secrets.token_hex(3)}"
 
     @classmethod
     def start(cls, settings: FarmSettings) -> WorkerContext:
@@ -81,8 +89,22 @@ class WorkerContext:
     def spec(self, ledger: Ledger) -> RunSpec:
         """A run's spec (cached: it never changes)."""
         if ledger.run_id not in self._specs:
-            self._specs[ledger.run_id] = ledger.spec()
+            self._specs[ledger.run_id] = RunSpec.from_json(self._run_meta(ledger)["spec"])
         return self._specs[ledger.run_id]
+
+    def _run_meta(self, ledger: Ledger) -> dict[str, str]:
+        if ledger.run_id not in self._meta:
+            self._meta[ledger.run_id] = ledger.meta()
+        return self._meta[ledger.run_id]
+
+    def faults(self, ledger: Ledger) -> Faults:
+        """A run's fault injection (cached: it never changes)."""
+        raw = self._run_meta(ledger).get("faults")
+        return Faults.model_validate_json(raw) if raw else Faults()
+
+    def run_fingerprint(self, ledger: Ledger) -> str:
+        """The registry fingerprint the run's labels index ('' for an unchecked run)."""
+        return self._run_meta(ledger).get("fingerprint", "")
 
     def library(self, spec: RunSpec) -> Library | None:
         """A run's library (cached per process with the objects it has read)."""

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from coordinator.ledger import COLLECTING, RUNNING, Ledger
 from farm.config import RunSpec
-from farm.errors import ShardBusyError
+from farm.disk import disk_full, estimate_bytes, is_disk_full
+from farm.errors import (
+    BrokerError,
+    EnvironmentMismatchError,
+    FarmError,
+    RunFailedError,
+    ShardBusyError,
+)
 from farm.jobs import injected_crashes, render_job
 from farm.params.sampler import sample_job
 from farm.params.tiers import TierParams
@@ -24,6 +31,7 @@ from farm.render.engine import RenderEngine
 from farm.render.validate import Reason
 from farm.storage.shard import Row, ShardWriter
 from workers.context import WorkerContext
+from workers.liveness import beating
 
 log = logging.getLogger("farm.worker")
 
@@ -37,17 +45,61 @@ def shard_dir(data_dir: str | os.PathLike[str], run_id: str) -> Path:
 
 
 def process_job(ctx: WorkerContext, run_id: str, job: int) -> str:
-    """Render ``job`` of ``run_id`` (unless done, or the run is not running) and record it.
+    """Render ``job`` of ``run_id`` (unless done, or the run is not running) and record it,
+    beating while it runs.
+
+    An error that is not a preset's fault (this worker's vita differs from the run's, a
+    codec it lacks, a data folder it cannot write, a full disk, a bug) fails the run at
+    once with the reason, instead of sending the job round the cluster; a lost broker
+    does not (the supervisor sends the job again once it is back).
 
     Returns:
         A short line for the worker log (and Flower).
+
+    Raises:
+        RunFailedError: the run was failed because of this job (Flower shows it).
+        BrokerError: the broker went away.
     """
     ledger = ctx.ledger(run_id)
     state, attempt = ledger.start_job(job, ctx.name)
     if state != "ok":
         return f"job {job} skipped: {state}"
+    try:
+        with beating(lambda: ledger.beat(job), ctx.settings.heartbeat_s):
+            return _process(ctx, ledger, job, attempt)
+    except BrokerError:
+        raise
+    except Exception as e:
+        ctx.new_shard()  # whatever this job left in the shard is not appended to again
+        reason = _reason(ctx, ledger, e)
+        log.error("run %s job %d: %s", run_id, job, reason)
+        try:
+            ledger.fail(reason)
+        except FarmError as why:  # the broker itself is full or gone: the follower says so
+            log.error("run %s: cannot record the failure: %s", run_id, why)
+        raise RunFailedError(f"run {run_id} failed: {reason}") from e
+
+
+def _reason(ctx: WorkerContext, ledger: Ledger, e: BaseException) -> str:
+    """One line on why a job could not be done, for ``farm status`` and the submitter."""
+    if is_disk_full(e):
+        spec = ctx.spec(ledger)
+        try:
+            rows = max(spec.n - ledger.status().total_rows, 0)
+        except FarmError:
+            rows = spec.n
+        need = estimate_bytes(spec, rows=rows)
+        where = shard_dir(ctx.settings.data_dir, ledger.run_id)
+        return str(disk_full(where, need, ledger.run_id))
+    what = str(e) if isinstance(e, FarmError) else f"{type(e).__name__}: {e}"
+    return f"worker {ctx.name}: {what}"
+
+
+def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
+    run_id = ledger.run_id
     spec = ctx.spec(ledger)
-    faults = ledger.faults()
+    faults = ctx.faults(ledger)
+    _check_fingerprint(ctx, ledger)
     t0 = time.monotonic()
     if attempt > ctx.settings.max_attempts:
         # A poison job (its worker process died every time): its presets are recorded as
@@ -83,12 +135,19 @@ def process_job(ctx: WorkerContext, run_id: str, job: int) -> str:
         seconds=time.monotonic() - t0,
     )
     ctx.sender.dispatch(run_id, advance)
-    stale = ledger.stale_jobs(ctx.settings.stale_after_s, limit=8)
-    if stale:
-        log.warning("run %s: sending stale jobs again: %s", run_id, stale)
-        ctx.sender.render(run_id, stale)
     dup = " (duplicate delivery, ignored)" if advance.duplicate else ""
     return f"job {job}: {len(result.rows)} rows, {result.renders} renders{dup}"
+
+
+def _check_fingerprint(ctx: WorkerContext, ledger: Ledger) -> None:
+    """Refuse a run whose labels index another registry (another vita version)."""
+    wanted = ctx.run_fingerprint(ledger)
+    mine = ctx.registry.fingerprint
+    if wanted and wanted != mine:
+        raise EnvironmentMismatchError(
+            f"its vita registry is {mine[:12]} but the run's is {wanted[:12]} (another vita "
+            "version?): install the run's versions on every worker"
+        )
 
 
 def _weights_job(

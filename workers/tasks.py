@@ -21,6 +21,9 @@ def register(app: Celery) -> None:
     def collect(run_id: str) -> str:
         from workers.collect import collect_run
         from workers.context import WorkerContext
+        from workers.liveness import beating
 
         ctx = WorkerContext.get(app.conf.farm_settings)
-        return collect_run(ctx.ledger(str(run_id)), ctx.settings, ctx.sender).summary()
+        ledger = ctx.ledger(str(run_id))
+        with beating(ledger.beat_collector, ctx.settings.heartbeat_s):
+            return collect_run(ledger, ctx.settings, ctx.sender).summary()

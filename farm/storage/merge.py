@@ -7,9 +7,10 @@ they are) wherever the shard's and the final file's layouts match, which they do
 come from :class:`ShardWriter` with one spec. Memory stays flat in n: one job's small
 columns at a time.
 
-Every piece is verified first (readable shard, rows present, keys of the right job), so a
-shard lost or damaged by a killed worker is reported as the jobs to render again instead of
-a short or corrupt file.
+Every piece is verified first (readable shard, rows present, keys of the right job), and
+every row copied is checked against the checksum the worker made (see
+:mod:`farm.storage.integrity`), so a shard lost or damaged (a killed worker, a bad disk) is
+reported as the jobs to render again instead of a short or corrupt file.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import h5py
 import numpy as np
 
 from farm.config import RunSpec
+from farm.disk import is_disk_full
 from farm.errors import CollectError
 from farm.params.tiers import TierParams
-from farm.storage import schema
+from farm.storage import integrity, schema
 from farm.storage.shard import ShardWriter, is_lock_error
 
 if TYPE_CHECKING:
@@ -180,10 +182,25 @@ def merge(
             for ds in writer.datasets():
                 ds.resize(n, axis=0)
             k = 0
+            damaged: dict[int, str] = {}
             for p in chosen:
-                k = _copy_piece(writer.file, shards.files[p.shard], names, p, k, n, result)
+                try:
+                    k, bad = _copy_piece(writer.file, shards.files[p.shard], names, p, k, n, result)
+                except (OSError, ValueError, RuntimeError, KeyError) as e:
+                    # An index damaged on disk: the rows cannot even be read.
+                    if is_disk_full(e):
+                        raise
+                    damaged[p.job] = f"{p.shard.name}: job {p.job} unreadable: {e}"
+                    k += p.count
+                    continue
+                if bad:
+                    damaged[p.job] = (
+                        f"{p.shard.name}: {len(bad)} row(s) of job {p.job} fail their checksum"
+                    )
                 if k >= n:
                     break
+            if damaged:
+                raise MissingRowsError(sorted(damaged), next(iter(damaged.values())))
             if k < n:
                 raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
             writer.set_rejections(rejections, renders)
@@ -196,8 +213,15 @@ def merge(
     return result
 
 
-def _copy_piece(dst: Any, src: Any, names: list[str], p: Piece, k: int, n: int, res: Any) -> int:
-    """Copy one job's rows (first occurrence of each key, at most ``n - k``) to row ``k``."""
+def _copy_piece(
+    dst: Any, src: Any, names: list[str], p: Piece, k: int, n: int, res: MergeResult
+) -> tuple[int, list[int]]:
+    """Copy one job's rows (first occurrence of each key, at most ``n - k``) to row ``k``,
+    checking each row's checksum on the bytes copied.
+
+    Returns:
+        The next free row, and the piece's rows (shard indices) whose checksum failed.
+    """
     lo, hi = p.start, p.start + p.count
     presets = src["metadata/preset"][lo:hi]
     notes = src["metadata/midi_note"][lo:hi]
@@ -211,17 +235,26 @@ def _copy_piece(dst: Any, src: Any, names: list[str], p: Piece, k: int, n: int, 
         keep.append(i)
     keep = keep[: n - k]
     rows = np.asarray(keep, dtype=np.int64)
-    for name in names:
+    hashes = [integrity.new_hash() for _ in keep]
+    for name in names[:-1]:  # the checksum itself is copied last
         s, d = src[name], dst[name]
         if _same_layout(s, d) and s.chunks[0] == 1:
             tail = (0,) * (s.ndim - 1)
+            decoded = integrity.row_bytes_reader(s) if s._filters else None
             for j, i in enumerate(keep):
                 mask, data = s.id.read_direct_chunk((lo + i, *tail))
                 d.id.write_direct_chunk((k + j, *tail), data, mask)
+                hashes[j].update(data if decoded is None else decoded(lo + i))
             res.raw_chunks += len(keep)
         else:
-            d[k : k + len(keep)] = s[lo:hi][rows]
-    return k + len(keep)
+            block = s[lo:hi][rows]
+            d[k : k + len(keep)] = block
+            for j in range(len(keep)):
+                hashes[j].update(block[j : j + 1].tobytes())
+    stored = src[schema.CHECKSUM][lo:hi][rows]
+    dst[schema.CHECKSUM][k : k + len(keep)] = stored
+    bad = [lo + i for j, i in enumerate(keep) if integrity.digest(hashes[j]) != bytes(stored[j])]
+    return k + len(keep), bad
 
 
 def _same_layout(a: Any, b: Any) -> bool:

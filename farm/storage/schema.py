@@ -1,5 +1,5 @@
-"""The dataset layout (schema 2.3.0: the 2.1.0 layout of the single-machine generator plus
-row keys, loudness and the preset library; nothing of 2.1.0 changed) and its check.
+"""The dataset layout (schema 2.4.0: the 2.1.0 layout of the single-machine generator plus
+row keys, loudness, the preset library and row checksums; nothing of 2.1.0 changed) and its check.
 
 ```
 audio/waveforms       (N, 2, T)        float32 (float16 optional), one row per chunk
@@ -23,6 +23,9 @@ wavetables/name, wavetables/hash (W,)  str     name, sha256 of the canonical JSO
 presets/state         (P,)             str     JSON of a real preset's non-scalar state
                                                (LFO shapes, sample), once each  (2.3.0)
 presets/name, author, origin, source, hash (P,) str; presets/dropped_modulations (P,) int32
+metadata/checksum     (N,)             S32     blake2b-128 of the row's bytes in every other
+                                               per-row dataset, made where it was rendered
+                                               (2.4.0; `farm verify` re-checks it)
 params/importance_continuous  (C,)     float32 optional, added by `farm compute-weights -o`
 params/importance_categorical (K,)     float32   (attrs names: column order), mean 1
 ```
@@ -40,7 +43,7 @@ import numpy as np
 
 from farm.errors import DatasetError
 
-SCHEMA_VERSION = "2.3.0"
+SCHEMA_VERSION = "2.4.0"
 
 AUDIO = "audio/waveforms"
 CONTINUOUS = "params/continuous"
@@ -61,6 +64,28 @@ METADATA: dict[str, str] = {
     "peak": "float32",
     "library_preset": "int32",
 }
+
+CHECKSUM = "metadata/checksum"
+#: The first schema whose rows carry checksums.
+CHECKSUM_SINCE = (2, 4, 0)
+
+
+def row_datasets(modulation: bool) -> list[str]:
+    """Every per-row dataset in the fixed order rows are checksummed in (audio first,
+    the checksum itself last)."""
+    names = [AUDIO, CONTINUOUS, CATEGORICAL, WAVETABLE]
+    if modulation:
+        names.append(MODULATION)
+    return [*names, *(f"metadata/{m}" for m in METADATA), CHECKSUM]
+
+
+def version_of(f: Any) -> tuple[int, ...]:
+    """The file's schema version as a tuple ((0,) when unreadable)."""
+    try:
+        return tuple(int(x) for x in str(f.attrs["schema_version"]).split("."))
+    except (KeyError, ValueError):
+        return (0,)
+
 
 FILE_ATTRS = (
     "schema_version",
@@ -84,14 +109,17 @@ def check_file(f: Any) -> list[str]:
     for a in FILE_ATTRS:
         if a not in f.attrs:
             problems.append(f"missing file attribute {a}")
-    for name in (AUDIO, CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in METADATA)):
+    per_row = [CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in METADATA)]
+    if version_of(f) >= CHECKSUM_SINCE:
+        per_row.append(CHECKSUM)
+    for name in (AUDIO, *per_row):
         if name not in f:
             problems.append(f"missing dataset {name}")
     if problems:
         return problems
     n = f[AUDIO].shape[0]
     tier = int(f.attrs["tier"])
-    for name in (CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in METADATA)):
+    for name in per_row:
         if f[name].shape[0] != n:
             problems.append(f"{name} has {f[name].shape[0]} rows, audio has {n}")
     t = round(float(f.attrs["render_duration"]) * int(f.attrs["sample_rate"]))

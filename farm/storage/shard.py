@@ -2,7 +2,8 @@
 
 Rows are appended in any number and :meth:`ShardWriter.flush` makes them durable: a writer
 killed after a flush leaves a readable file up to that flush. With ``atomic=True`` the file
-is written under ``NAME.tmp`` and renamed to ``NAME`` only by :meth:`ShardWriter.close`,
+is written under ``NAME.<pid>-<token>.tmp`` (unique: two collectors of one run never write
+one file) and renamed to ``NAME`` only by :meth:`ShardWriter.close`,
 so a finished name always holds a complete file.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from farm.params.registry import modulation_names
 from farm.params.tiers import TierParams
 from farm.storage import schema
 from farm.storage.compression import audio_dtype, dataset_options
+from farm.storage.integrity import checksums
 from farm.storage.tables import write_library_tables
 
 if TYPE_CHECKING:
@@ -91,7 +94,7 @@ class ShardWriter:
         spec: the run spec (stored as attributes).
         tp: the run's tier parameters (column names and ranges).
         registry_fingerprint: fingerprint of the registry the labels index.
-        atomic: write under ``path.tmp`` and rename on :meth:`close`.
+        atomic: write under a unique ``path.*.tmp`` and rename on :meth:`close`.
         append: reopen an existing shard and append to it (shards only).
         library: the run's library; a final (atomic) file gets its tables on close.
 
@@ -113,7 +116,9 @@ class ShardWriter:
         self.final_path = Path(path)
         self.library = library
         self.path = (
-            self.final_path.with_name(self.final_path.name + ".tmp")
+            self.final_path.with_name(
+                f"{self.final_path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp"
+            )
             if atomic
             else (self.final_path)
         )
@@ -221,19 +226,34 @@ class ShardWriter:
             f.create_dataset(
                 f"metadata/{name}", (0,), maxshape=(None,), chunks=(_META_CHUNK,), dtype=dtype
             )
+        f.create_dataset(
+            schema.CHECKSUM, (0,), maxshape=(None,), chunks=(_META_CHUNK,), dtype="S32"
+        )
 
     def append(self, rows: Sequence[Row]) -> None:
-        """Append rows (not yet durable: call :meth:`flush`)."""
+        """Append rows with their checksums (not yet durable: call :meth:`flush`)."""
         if not rows:
             return
         f = self._f
         n0, n1 = self.rows, self.rows + len(rows)
-        for ds in self.datasets():
-            ds.resize(n1, axis=0)
-        f[schema.AUDIO][n0:n1] = np.stack([r.audio for r in rows])
-        f[schema.CONTINUOUS][n0:n1] = np.stack([r.label.continuous for r in rows])
-        f[schema.CATEGORICAL][n0:n1] = np.stack([r.label.categorical for r in rows])
-        f[schema.WAVETABLE][n0:n1] = np.array([r.label.wavetables for r in rows], np.int32)
+        columns = self._columns(rows)
+        names = schema.row_datasets(self.tp.modulation)
+        # Each column in its stored dtype, so the checksum covers the bytes on disk.
+        arrays = [np.asarray(columns[name], dtype=f[name].dtype) for name in names[:-1]]
+        arrays.append(checksums(arrays))
+        for name, data in zip(names, arrays, strict=True):
+            f[name].resize(n1, axis=0)
+            f[name][n0:n1] = data
+        self.rows = n1
+
+    def _columns(self, rows: Sequence[Row]) -> dict[str, Any]:
+        """Every per-row dataset's values for ``rows`` (stacked, before dtype casts)."""
+        columns: dict[str, Any] = {
+            schema.AUDIO: np.stack([r.audio for r in rows]),
+            schema.CONTINUOUS: np.stack([r.label.continuous for r in rows]),
+            schema.CATEGORICAL: np.stack([r.label.categorical for r in rows]),
+            schema.WAVETABLE: np.array([r.label.wavetables for r in rows], np.int32),
+        }
         if self.tp.modulation:
             sources, destinations = modulation_names()
             # Rows of one preset share a label: build its 219 KB matrix once.
@@ -241,8 +261,8 @@ class ShardWriter:
             for r in rows:
                 if id(r.label) not in matrices:
                     matrices[id(r.label)] = to_matrix(r.label.modulations, sources, destinations)
-            f[schema.MODULATION][n0:n1] = np.stack([matrices[id(r.label)] for r in rows])
-        columns: dict[str, list[Any]] = {
+            columns[schema.MODULATION] = np.stack([matrices[id(r.label)] for r in rows])
+        meta: dict[str, list[Any]] = {
             "midi_note": [r.note for r in rows],
             "source": [r.label.source.encode()[:10] for r in rows],
             "tier": [r.label.tier for r in rows],
@@ -254,17 +274,13 @@ class ShardWriter:
             "peak": [r.peak for r in rows],
             "library_preset": [r.label.state for r in rows],
         }
-        for name, values in columns.items():
-            f[f"metadata/{name}"][n0:n1] = np.array(values, dtype=schema.METADATA[name])
-        self.rows = n1
+        for name, values in meta.items():
+            columns[f"metadata/{name}"] = np.array(values, dtype=schema.METADATA[name])
+        return columns
 
     def datasets(self) -> list[Any]:
-        """Every per-row dataset (first axis = row), audio first."""
-        names = [schema.AUDIO, schema.CONTINUOUS, schema.CATEGORICAL, schema.WAVETABLE]
-        if self.tp.modulation:
-            names.append(schema.MODULATION)
-        names += [f"metadata/{m}" for m in schema.METADATA]
-        return [self._f[n] for n in names]
+        """Every per-row dataset (first axis = row), audio first, the checksum last."""
+        return [self._f[n] for n in schema.row_datasets(self.tp.modulation)]
 
     def flush(self) -> None:
         """Make every appended row durable on disk."""
