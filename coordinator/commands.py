@@ -280,6 +280,8 @@ def register(cli: click.Group) -> None:
         )
         # Everything that can be refused is refused before anything is created.
         local = None if settings.broker_url else _local_workers(kw["workers"])
+        if local is not None and kw["wait"] is False:
+            raise UsageError("--detach needs a broker: the embedded workers stop with farm")
         dataset_options(spec.compression)  # a plugin codec this machine lacks
         out = resolve_output(settings.data_dir, kw["output"], f"tier{spec.tier}_{spec.n}.h5")
         check_output(out, force=kw["force"], root=settings.data_dir)

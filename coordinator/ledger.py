@@ -55,7 +55,7 @@ _ADVANCE = (
     + """
 local meta, ctr, sent, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rowsk, rej, collect = KEYS[5], KEYS[6], KEYS[7]
-local beat, active, run_id = KEYS[8], KEYS[9], ARGV[9]
+local beat, active, run_id, running = KEYS[8], KEYS[9], ARGV[9], KEYS[10]
 if ARGV[2] == 'done' then
   local job = ARGV[3]
   if redis.call('HSETNX', done, job, ARGV[5]) == 0 then return {-1, 0, 0} end
@@ -63,6 +63,7 @@ if ARGV[2] == 'done' then
   redis.call('HSET', rowsk, job, r)
   redis.call('HDEL', sent, job)
   redis.call('HDEL', beat, job)
+  redis.call('HDEL', running, job)
   redis.call('HINCRBYFLOAT', ctr, 'job_seconds', tonumber(ARGV[10]))
   redis.call('HSET', ctr, 'last_done', now)
   redis.call('HINCRBY', ctr, 'total_rows', r)
@@ -123,6 +124,7 @@ _START = (
     + """
 local meta, sent, done = KEYS[1], KEYS[2], KEYS[3]
 local attempts, workers, ctr, beat = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local running = KEYS[8]
 local job = ARGV[1]
 local state = redis.call('HGET', meta, 'state')
 if not state then return {'unknown', 0} end
@@ -132,6 +134,7 @@ redis.call('SADD', workers, ARGV[3])
 if redis.call('HEXISTS', sent, job) == 1 then
   redis.call('HSET', sent, job, now)
   redis.call('HSET', beat, job, now)
+  redis.call('HSET', running, job, ARGV[3])
 end
 local attempt = redis.call('HINCRBY', attempts, job, 1)
 if attempt > 1 then redis.call('HINCRBY', ctr, 'retries', 1) end
@@ -155,7 +158,7 @@ return tostring(now)
 _LOST = (
     _NOW
     + """
-local sent, beat, ctr = KEYS[1], KEYS[2], KEYS[3]
+local sent, beat, ctr, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local age, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local waiting = {}
 for _, j in ipairs(cjson.decode(ARGV[3])) do waiting[tostring(j)] = true end
@@ -174,6 +177,7 @@ for i = 1, #all, 2 do
   if lost then
     redis.call('HSET', sent, job, now)
     redis.call('HDEL', beat, job)
+    redis.call('HDEL', running, job)
     redis.call('HINCRBY', ctr, 'resent', 1)
     table.insert(out, job)
   end
@@ -260,6 +264,10 @@ class RunStatus:
     silent: list[int] = field(default_factory=list)
     """Running jobs whose worker has sent no heartbeat for the run's ``lost_after_s``
     (killed, frozen or cut off: they are being sent again)."""
+    silent_workers: list[str] = field(default_factory=list)
+    """The worker processes of the silent jobs (frozen, killed or cut off)."""
+    running: dict[str, str] = field(default_factory=dict)
+    """Job -> the worker process running it."""
     idle_s: float = 0.0
     """Seconds since a job last finished (or the run started): how long progress stopped."""
     job_s: float = 0.0
@@ -346,6 +354,7 @@ class Ledger:
                 "workers",
                 "results",
                 "beat",
+                "running",
             )
         }
         self.k["collect"] = p + "collect"
@@ -461,7 +470,7 @@ class Ledger:
         """Back to ``running`` after an interruption (resume), with a fresh rate clock."""
         with translate_errors():
             total = int(self.r.hget(self.k["ctr"], "total_rows") or 0)
-            self.r.delete(self.k["beat"])
+            self.r.delete(self.k["beat"], self.k["running"])
         self.set_state(RUNNING, started=time.time(), rows_at_start=total, error="")
 
     # -- jobs -----------------------------------------------------------------------------
@@ -474,7 +483,9 @@ class Ledger:
         """A worker starts ``job``: ('ok', attempt number) or (why to skip it, 0)."""
         with translate_errors():
             state, attempt = self._start(
-                keys=self._keys("meta", "sent", "done", "attempts", "workers", "ctr", "beat"),
+                keys=self._keys(
+                    "meta", "sent", "done", "attempts", "workers", "ctr", "beat", "running"
+                ),
                 args=[job, 0, worker],
             )
         return str(state), int(attempt)
@@ -522,7 +533,16 @@ class Ledger:
         with translate_errors():
             flag, first, count = self._advance(
                 keys=self._keys(
-                    "meta", "ctr", "sent", "done", "rows", "rej", "collect", "beat", "active"
+                    "meta",
+                    "ctr",
+                    "sent",
+                    "done",
+                    "rows",
+                    "rej",
+                    "collect",
+                    "beat",
+                    "active",
+                    "running",
                 ),
                 args=argv,
             )
@@ -568,7 +588,7 @@ class Ledger:
         """
         with translate_errors():
             out = self._lost(
-                keys=self._keys("sent", "beat", "ctr"),
+                keys=self._keys("sent", "beat", "ctr", "running"),
                 args=[silent_s, limit, json.dumps(sorted({int(j) for j in waiting}))],
             )
         return sorted(int(j) for j in out)
@@ -658,8 +678,9 @@ class Ledger:
             pipe.hlen(self.k["sent"])
             pipe.smembers(self.k["workers"])
             pipe.hgetall(self.k["beat"])
+            pipe.hgetall(self.k["running"])
             pipe.time()
-            meta, ctr, rej, outstanding, workers, beats, server = pipe.execute()
+            meta, ctr, rej, outstanding, workers, beats, running, server = pipe.execute()
         if not meta:
             raise RunNotFoundError(f"no run {self.run_id!r} on this broker (see `farm status`)")
         return RunStatus(
@@ -682,20 +703,27 @@ class Ledger:
             kind=meta.get("kind", "dataset"),
             finished=float(meta.get("finished", 0)),
             retries=int(ctr.get("retries", 0)),
-            **_liveness(meta, ctr, beats, server[0] + server[1] / 1e6),
+            running=dict(running),
+            **_liveness(meta, ctr, beats, running, server[0] + server[1] / 1e6),
         )
 
 
 def _liveness(
-    meta: Mapping[str, str], ctr: Mapping[str, str], beats: Mapping[str, str], now: float
+    meta: Mapping[str, str],
+    ctr: Mapping[str, str],
+    beats: Mapping[str, str],
+    running: Mapping[str, str],
+    now: float,
 ) -> dict[str, Any]:
     """The status fields that say whether a run is moving (server clock)."""
     lost_after = float(meta.get("lost_after_s", 40.0))
     done_jobs = int(ctr.get("done_jobs", 0))
     since = max(float(ctr.get("last_done", 0)), float(meta.get("started", 0)))
+    silent = sorted(int(j) for j, t in beats.items() if now - float(t) > lost_after)
     return {
         "resent": int(ctr.get("resent", 0)),
-        "silent": sorted(int(j) for j, t in beats.items() if now - float(t) > lost_after),
+        "silent": silent,
+        "silent_workers": sorted({running[str(j)] for j in silent if str(j) in running}),
         "idle_s": max(now - since, 0.0),
         "job_s": float(ctr.get("job_seconds", 0)) / done_jobs if done_jobs else 0.0,
         "lost_after_s": lost_after,

@@ -204,6 +204,8 @@ def describe(st: RunStatus) -> str:
         stall = f"  STALLED: no job finished for {st.idle_s:.0f}s"
         if st.silent:
             stall += f", {len(st.silent)} job(s) without a heartbeat (being sent again)"
+    if st.silent_workers:
+        stall += f"  silent workers (frozen or lost): {' '.join(st.silent_workers)}"
     if st.resent:
         stall += f"  resent {st.resent}"
     if st.kind == "weights":

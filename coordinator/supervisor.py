@@ -91,9 +91,12 @@ def supervise_run(
 ) -> Pass:
     """One pass over one run (see the module's docstring)."""
     done = Pass(ledger.run_id)
-    state = ledger.state()
+    meta = ledger.meta()
+    state = meta.get("state", "")
+    # The run's own limit (set by its submitter), so status and supervisors agree.
+    silent_s = float(meta.get("lost_after_s") or settings.lost_after_s)
     if state == RUNNING:
-        done.resent = ledger.lost_jobs(settings.lost_after_s, sorted(waiting - {COLLECTOR}))
+        done.resent = ledger.lost_jobs(silent_s, sorted(waiting - {COLLECTOR}))
         if done.resent:
             log.warning("run %s: jobs %s went silent; sending them again", ledger.run_id,
                         done.resent)  # fmt: skip
@@ -102,11 +105,7 @@ def supervise_run(
         done.topped_up = len(advance.jobs)
         done.collector = advance.collect
         sender.dispatch(ledger.run_id, advance)
-    elif (
-        state == COLLECTING
-        and COLLECTOR not in waiting
-        and ledger.reclaim_collector(settings.lost_after_s)
-    ):
+    elif state == COLLECTING and COLLECTOR not in waiting and ledger.reclaim_collector(silent_s):
         log.warning("run %s: the collector went silent; sending it again", ledger.run_id)
         done.collector = True
         sender.collect(ledger.run_id)
