@@ -271,6 +271,7 @@ def register(cli: click.Group) -> None:
         from farm.config import Faults
         from farm.disk import check_disk
         from farm.paths import check_output, resolve_output
+        from farm.sources import check_dirs
         from farm.storage.compression import dataset_options
 
         started = time.monotonic()
@@ -283,6 +284,7 @@ def register(cli: click.Group) -> None:
         if local is not None and kw["wait"] is False:
             raise UsageError("--detach needs a broker: the embedded workers stop with farm")
         dataset_options(spec.compression)  # a plugin codec this machine lacks
+        check_dirs(kw["community_dirs"])
         out = resolve_output(settings.data_dir, kw["output"], f"tier{spec.tier}_{spec.n}.h5")
         check_output(out, force=kw["force"], root=settings.data_dir)
         check_disk(spec, settings.data_dir, extra_jobs=window_for(settings, local))

@@ -239,13 +239,20 @@ class _Progress:
 @_spec_options
 def generate(**kw: Any) -> None:
     """Render a dataset in this process (single worker, no queue)."""
+    from farm.disk import check_disk
     from farm.local import generate as run_local
     from farm.paths import check_output, resolve_output
+    from farm.sources import check_dirs
+    from farm.storage.compression import dataset_options
 
     spec = _build_spec(kw)
-    Path(kw["data_dir"]).mkdir(parents=True, exist_ok=True)  # as submit does
+    # As submit: everything that can be refused is refused before anything is created.
+    dataset_options(spec.compression)
+    check_dirs(kw["community_dirs"])
     out = resolve_output(kw["data_dir"], kw["output"], f"tier{spec.tier}_{spec.n}.h5")
-    check_output(out, force=kw["force"])
+    check_output(out, force=kw["force"], root=kw["data_dir"])
+    check_disk(spec, kw["data_dir"])
+    Path(kw["data_dir"]).mkdir(parents=True, exist_ok=True)
     spec = _with_sources(spec, kw, kw["data_dir"])
     crash = None
     if kw["inject_crash"] > 0:

@@ -83,6 +83,21 @@ def vital_folders(kind: str, home: Path | None = None) -> list[Path]:
     return [r / sub for r in roots if (r / sub).is_dir()]
 
 
+def check_dirs(dirs: Iterable[str | Path]) -> None:
+    """Every preset folder given exists and is a folder.
+
+    Raises:
+        SourceError: one is missing or is a file.
+    """
+    for d in dirs:
+        if Path(d).exists() and not Path(d).is_dir():
+            raise SourceError(
+                f"{d} is a file, not a folder of presets (give the folder that holds it)"
+            )
+        if not Path(d).is_dir():
+            raise SourceError(f"preset folder {d} does not exist")
+
+
 def scan(dirs: Iterable[Path], suffixes: tuple[str, ...] = (PRESET_SUFFIX, BANK_SUFFIX)) -> Scan:
     """Every preset in ``dirs`` (recursive, sorted by path): ``.vital`` files and the
     ``.vital`` entries of ``.vitalbank`` banks.
@@ -91,9 +106,9 @@ def scan(dirs: Iterable[Path], suffixes: tuple[str, ...] = (PRESET_SUFFIX, BANK_
         SourceError: a folder does not exist.
     """
     out = Scan()
+    dirs = list(dirs)
+    check_dirs(dirs)
     for d in dirs:
-        if not Path(d).is_dir():
-            raise SourceError(f"preset folder {d} does not exist")
         for path in _walk(Path(d)):
             origin = _display(path)
             try:

@@ -337,3 +337,37 @@ def test_generate_in_one_process_makes_the_same_rows(
     out = farm(tmp_path, "generate", *SPEC, "-n", str(N), "-o", "local.h5")
     assert out.returncode == 0, out.stderr
     _same_rows(tmp_path / "data" / "local.h5", reference)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", ".h5"], "needs a name before .h5"),
+        (["-o", "bad\nname.h5"], "control characters"),
+        (["-o", "tab\there.h5"], "control characters"),
+        (["-o", "x.h5.bak"], "must end in .h5"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["-n", str(10**12)], "GB"),
+        (["--detach"], "--detach needs a broker"),
+        (["--community-dir", "setup.cfg"], "is a file, not a folder"),
+    ],
+)
+def test_refused_before_anything_is_created(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "setup.cfg").write_text("not a folder of presets")
+    out = farm(tmp_path, "submit", *SPEC, "-n", "4", *args)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_plugin_codec_missing_is_refused_at_submit(tmp_path: Path) -> None:
+    try:
+        import hdf5plugin  # noqa: F401
+
+        pytest.skip("hdf5plugin is installed: the codec is available")
+    except ImportError:
+        pass
+    out = farm(tmp_path, "submit", *SPEC, "-n", "4", "--codec", "blosc2-zstd")
+    assert out.returncode == 2 and "needs hdf5plugin" in out.stderr, out.stderr
+    assert not (tmp_path / "data").exists()

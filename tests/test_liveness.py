@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 import redis
@@ -247,3 +248,100 @@ def test_detached_run_on_the_embedded_default_is_refused(tmp_path: Path) -> None
     out = farm(tmp_path, "submit", *SPEC, "-n", "4", "--detach", env=env())
     assert out.returncode == 2 and "--detach needs a broker" in out.stderr
     assert not (tmp_path / "data").exists()
+
+
+def _run_on_broker(url: str, data: Path, spec_args: list[str], fingerprint: str = "") -> str:
+    """Create and send a run as a submitter on another machine would (its own codec, its
+    own vita), bypassing this machine's submit-time checks."""
+    from coordinator.broker import Sender
+    from coordinator.run import new_run_id
+    from coordinator.run import submit as submit_run
+    from farm.config import CompressionSettings, FarmSettings, RenderSettings, RunSpec
+
+    codec = spec_args[0] if spec_args else "none"
+    spec = RunSpec(
+        tier=1,
+        n=8,
+        batch_size=4,
+        seed=7,
+        render=RenderSettings(notes=(48, 60), note_duration=0.3, render_duration=0.5),
+        compression=CompressionSettings(codec=codec),  # type: ignore[arg-type]
+    )
+    client = redis.Redis.from_url(url, decode_responses=True)
+    run_id = new_run_id(spec)
+    settings = FarmSettings(broker_url=url, data_dir=str(data))
+    submit_run(Ledger(client, run_id), Sender.for_settings(settings), spec,
+               output=f"{run_id}.h5", window=4, fingerprint=fingerprint)  # fmt: skip
+    return run_id
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("codec", "codec blosc2-zstd needs hdf5plugin"),
+        ("fingerprint", "vita registry"),
+        ("unwritable", "cannot"),
+    ],
+)
+def test_worker_side_errors_fail_the_run_fast(
+    tmp_path: Path, redis_server: RedisServer, case: str, reason: str
+) -> None:
+    """Errors that are not a preset's fault: the run fails at once with the reason (in the
+    ledger, `farm status`, and a follower's one line with exit code 1)."""
+    pytest.importorskip("h5py")
+    if case == "codec":
+        try:
+            import hdf5plugin  # noqa: F401
+
+            pytest.skip("hdf5plugin is installed here: no worker lacks the codec")
+        except ImportError:
+            pass
+    url = redis_server.url
+    data = tmp_path / "data"
+    data.mkdir()
+    if case == "unwritable":
+        (data / ".shards").write_text("a file where the shard folder goes")
+    with Workers(tmp_path, url, env(), count=1):
+        run_id = _run_on_broker(
+            url,
+            data,
+            ["blosc2-zstd"] if case == "codec" else [],
+            fingerprint="0" * 64 if case == "fingerprint" else "",
+        )
+        t0 = time.monotonic()
+        st = _wait(tmp_path, url, run_id, "done", timeout_s=60)
+        took = time.monotonic() - t0
+        assert st["state"] == "failed", st
+        assert reason in st["error"], st["error"]
+        shown = farm(tmp_path, "status", run_id, "--broker", url, env=env())
+        assert reason in shown.stdout
+        again = farm(tmp_path, "resume", run_id, "--broker", url, "--wait", env=env())
+    print(f"{case}: failed in {took:.1f}s: {st['error']}")
+    assert again.returncode == 1, again.stderr
+    last = again.stderr.strip().splitlines()[-1]
+    assert last.startswith("farm: error:") and reason in last, again.stderr
+    assert "Traceback" not in again.stderr
+    assert not list(data.glob("*.h5"))
+
+
+def test_one_output_is_claimed_by_one_run(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Two submits to one output at once: the second is refused; with --force it takes
+    the output over, and the first run's collector then refuses to write it."""
+    url = redis_server.url
+    with Workers(tmp_path, url, env(), count=1):
+        first = _detach(tmp_path, url, "same.h5")
+        second = farm(tmp_path, "submit", *SPEC, "-n", str(N), "--broker", url,
+                      "-o", "same.h5", "--detach", env=env())  # fmt: skip
+        assert second.returncode == 2, second.stderr
+        assert f"being made by run {first}" in second.stderr
+        forced = farm(tmp_path, "submit", *SPEC, "-n", str(N), "--broker", url,
+                      "-o", "same.h5", "--wait", "--force", env=env())  # fmt: skip
+        assert forced.returncode == 0, forced.stderr
+        st = _wait(tmp_path, url, first, "done")
+    assert st["state"] == "failed" and "taken over by run" in st["error"], st
+    with h5py.File(tmp_path / "data" / "same.h5", "r") as f:
+        assert str(f.attrs["run_id"]) != first  # the file is the forcing run's
+    again = farm(tmp_path, "submit", *SPEC, "-n", str(N), "--broker", url, "-o", "same.h5",
+                 env=env())  # fmt: skip
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert not list((tmp_path / "data" / ".claims").iterdir())  # released when done

@@ -91,6 +91,8 @@ def _reason(ctx: WorkerContext, ledger: Ledger, e: BaseException) -> str:
         need = estimate_bytes(spec, rows=rows)
         where = shard_dir(ctx.settings.data_dir, ledger.run_id)
         return str(disk_full(where, need, ledger.run_id))
+    if isinstance(e, OSError) and e.filename:
+        return f"worker {ctx.name} cannot write {e.filename}: {e.strerror or e}"
     what = str(e) if isinstance(e, FarmError) else f"{type(e).__name__}: {e}"
     return f"worker {ctx.name}: {what}"
 
