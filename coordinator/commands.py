@@ -265,6 +265,10 @@ def register(cli: click.Group) -> None:
         "--inject-kill-job", "kill_jobs", type=int, multiple=True, hidden=True,
         help="Fault injection: the worker process rendering this job SIGKILLs itself.",
     )  # fmt: skip
+    @click.option(
+        "--inject-collect-delay", "collect_delay", type=float, default=0.0, hidden=True,
+        help="Fault injection: the collector waits this many seconds before merging.",
+    )  # fmt: skip
     def submit(**kw: Any) -> None:
         """Render a dataset on the farm (embedded Redis and local workers by default)."""
         from coordinator.run import window_for
@@ -291,7 +295,11 @@ def register(cli: click.Group) -> None:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         spec = _with_sources(spec, kw, settings.data_dir)
         rel = str(out.relative_to(Path(settings.data_dir).resolve()))
-        faults = Faults(crash_fraction=kw["inject_crash"], kill_jobs=kw["kill_jobs"])
+        faults = Faults(
+            crash_fraction=kw["inject_crash"],
+            kill_jobs=kw["kill_jobs"],
+            collect_delay_s=kw["collect_delay"],
+        )
         what = f"{spec.n} rows of tier {spec.tier}"
         _run(settings, spec, output=rel, kw=kw, started=started, what=what, faults=faults)
 

@@ -30,6 +30,7 @@ import redis
 
 from coordinator.processes import kill_group, spawn
 from farm.config import FarmSettings
+from farm.disk import disk_full, free_bytes
 from farm.errors import BrokerError, UsageError
 
 #: Celery's unacknowledged-message keys on the private broker. No worker is connected when
@@ -127,24 +128,26 @@ class EmbeddedBroker:
 
     def _start(self) -> str:
         password = self._password()
+        with contextlib.suppress(OSError):  # older versions kept the password in a file
+            (self.dir / "redis.conf").unlink(missing_ok=True)
         last = ""
         for _ in range(3):
             port = _free_port()
-            conf = self.dir / "redis.conf"
-            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(
-                    "bind 127.0.0.1\nprotected-mode yes\n"
-                    f"port {port}\nrequirepass {password}\ndir {self.dir}\n"
-                    'appendonly yes\nappendfsync everysec\nappendfilename "farm.aof"\n'
-                    'save ""\nmaxmemory-policy noeviction\ndaemonize no\nlogfile ""\n'
-                )
+            # The configuration goes through stdin ("redis-server -"): the password stays
+            # off every command line, and nothing is written (a status on a full disk).
+            conf = (
+                "bind 127.0.0.1\nprotected-mode yes\n"
+                f"port {port}\nrequirepass {password}\ndir {self.dir}\n"
+                'appendonly yes\nappendfsync everysec\nappendfilename "farm.aof"\n'
+                'save ""\nmaxmemory-policy noeviction\ndaemonize no\nlogfile ""\n'
+            )
             (self.dir / "logs").mkdir(exist_ok=True)
             proc = spawn(
-                [redis_server_binary(), str(conf)],
+                [redis_server_binary(), "-"],
                 env={"PATH": os.environ.get("PATH", "")},
                 log=self.dir / "logs" / "redis.log",
                 on_parent_death=signal.SIGTERM,
+                stdin=conf.encode(),
             )
             url = f"redis://:{password}@127.0.0.1:{port}/0"
             deadline = time.monotonic() + 15.0
@@ -152,9 +155,10 @@ class EmbeddedBroker:
                 try:
                     redis.Redis.from_url(url, socket_connect_timeout=1).ping()
                     self._proc = proc
-                    (self.dir / "server.json").write_text(
-                        json.dumps({"pid": proc.pid, "port": port})
-                    )
+                    with contextlib.suppress(OSError):  # only lets others attach
+                        (self.dir / "server.json").write_text(
+                            json.dumps({"pid": proc.pid, "port": port})
+                        )
                     return url
                 except redis.BusyLoadingError:
                     time.sleep(0.05)
@@ -225,6 +229,17 @@ class EmbeddedBroker:
             self.stop()
 
 
+def _last_line(log: Path) -> str:
+    """The last non-empty line of a log (its end only: logs grow)."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(log.stat().st_size - 4096, 0))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
+    except OSError:
+        return "no log"
+    return next((ln for ln in reversed(lines) if ln), "empty log")[:300]
+
+
 def _shutdown(url: str) -> None:
     # SHUTDOWN closes the connection, so an error here is the normal case.
     with contextlib.suppress(redis.RedisError, OSError):
@@ -247,6 +262,9 @@ class LocalWorkers:
         self.processes = processes
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / "workers.log"
+        # Celery's pool makes a pymp-* folder in TMPDIR and removes it only on a clean
+        # exit; a private TMPDIR is removed whole when the workers stop.
+        self.tmp = log_dir.parent / f"tmp-{os.getpid()}"
         self._proc: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
@@ -257,6 +275,7 @@ class LocalWorkers:
                 env["FARM_" + name.upper()] = str(value)
         env["FARM_DATA_DIR"] = str(Path(self.settings.data_dir).resolve())
         env["FARM_DIE_WITH_PARENT"] = "1"
+        env["TMPDIR"] = str(self.tmp)
         return env
 
     def start(self) -> None:
@@ -277,13 +296,21 @@ class LocalWorkers:
             "--without-mingle",
             "--without-heartbeat",
         ]
+        self.tmp.mkdir(parents=True, exist_ok=True)
         self._proc = spawn(argv, env=self.env(), log=self.log)
 
     def check(self) -> str | None:
-        """None while the worker runs, else why it stopped."""
+        """None while the worker runs, else why it stopped (a full disk said as such:
+        the log that would explain it may be cut short on that same disk)."""
         if self._proc is None or self._proc.poll() is None:
             return None
-        return f"the local workers exited with code {self._proc.returncode} (see {self.log})"
+        data = Path(self.settings.data_dir).resolve()
+        if free_bytes(data) < 1_000_000:
+            return str(disk_full(data))
+        return (
+            f"the local workers exited with code {self._proc.returncode}: "
+            f"{_last_line(self.log)} (see {self.log})"
+        )
 
     def stop(self) -> None:
         """Kill the worker and its pool and render processes (unfinished jobs go back to
@@ -291,6 +318,7 @@ class LocalWorkers:
         if self._proc is not None:
             kill_group(self._proc)
             self._proc = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> LocalWorkers:
         self.start()

@@ -29,15 +29,18 @@ def spawn(
     env: dict[str, str],
     log: Path,
     on_parent_death: int = signal.SIGKILL,
+    stdin: bytes | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own process group (Ctrl-C reaches only us, and we stop it),
-    killed with ``on_parent_death`` if this process dies, output appended to ``log``."""
+    killed with ``on_parent_death`` if this process dies, output appended to ``log``;
+    ``stdin`` (a configuration, say) is written to its standard input, which is then
+    closed."""
     out: IO[bytes] = open(log, "ab")  # noqa: SIM115 - owned by the child from here
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(argv),
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -45,6 +48,12 @@ def spawn(
         )
     finally:
         out.close()
+    if stdin is not None:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(stdin)
+        proc.stdin.close()
+    return proc
 
 
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:

@@ -172,7 +172,7 @@ def follow(
             return st
         why = alive() if alive is not None else None
         if why is not None:
-            raise FarmError(why)
+            raise FarmError(f"{why}; the run is kept: farm resume {st.run_id} continues it")
         time.sleep(POLL_S)
 
 

@@ -224,6 +224,9 @@ class Faults(_Frozen):
     kill_jobs: tuple[int, ...] = ()
     """Jobs whose worker process kills itself (SIGKILL) before rendering, on every attempt:
     a poison job that only the attempt cap ends."""
+    collect_delay_s: float = Field(0.0, ge=0.0, le=600.0)
+    """The collector waits this long before merging: a slow collector, so a drill can fill
+    the disk (or stop a worker) while it collects."""
 
 
 class FarmSettings(_Frozen):

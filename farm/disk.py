@@ -68,17 +68,24 @@ def check_disk(spec: RunSpec, data_dir: str | os.PathLike[str], extra_jobs: int 
 def is_disk_full(e: BaseException) -> bool:
     """True for "no space left on device" however it arrives (an OSError, or h5py's
     RuntimeError/OSError that only carries the text)."""
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(e).lower()
-    return "no space left" in text or "errno = 28" in text or "quota exceeded" in text
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:  # the cause may sit down the chain
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(cur).lower()
+        if "no space left" in text or "errno = 28" in text or "quota exceeded" in text:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def disk_full(
-    where: str | os.PathLike[str], need: int | None = None, run_id: str = "RUN_ID"
+    where: str | os.PathLike[str], need: int | None = None, run_id: str | None = None
 ) -> DiskFullError:
-    """The error for a full disk in ``where``, with how much more the run needs."""
+    """The error for a full disk in ``where``, with how much more the run needs and, when
+    the run is known, how to finish it."""
     more = f" (about {human(need)} more needed)" if need else ""
-    return DiskFullError(
-        f"disk full in {where}{more}; free space, then `farm resume {run_id}` finishes the run"
-    )
+    then = f"; free space, then `farm resume {run_id}` finishes the run" if run_id else ""
+    return DiskFullError(f"disk full in {where}{more}{then}")

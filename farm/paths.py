@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -175,14 +176,45 @@ class OutputClaim:
         """Give the output up (only when ``run_id`` holds it)."""
         if self.holder() == run_id:
             self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()  # no empty .claims/ left behind
+
+
+def temp_name(path: Path) -> Path:
+    """A unique temporary name beside ``path`` (``NAME.HOST-PID-TOKEN.tmp``): two writers
+    of one output never share a file, and a leftover says which process made it."""
+    import secrets
+    import socket
+
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
+    return path.with_name(f"{path.name}.{host}-{os.getpid()}-{secrets.token_hex(3)}.tmp")
+
+
+def remove_dead_temps(path: Path) -> list[Path]:
+    """Remove temporary files of ``path`` left by processes of this host that are gone
+    (killed while writing); returns them. Others' (live, or on other hosts) are kept."""
+    import socket
+
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
+    removed = []
+    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 1 : -len(".tmp")].split("-")
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a unique temporary name and a rename: readers
     see the old file or the new one, never a part."""
-    import secrets
-
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+    tmp = temp_name(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -119,6 +119,9 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
             f"output {meta['output']} was taken over by run {claim.holder()} (--force)"
         ))  # fmt: skip
     ledger.move(COLLECTING, only_from=(RUNNING, FAILED, CANCELLED), error="")
+    delay = ledger.faults().collect_delay_s
+    if delay:
+        time.sleep(delay)  # injected: a slow collector
     tp = tier_params(get_registry(), spec.tier)
     try:
         merged = merge(

@@ -212,6 +212,8 @@ def _write(
         start = writer.rows
         writer.append(rows)
         writer.flush()
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abort()  # closing after a failed write fails too, and would hide why
+        raise
+    writer.close()
     return name, start

@@ -28,6 +28,7 @@ from farm.config import RunSpec
 from farm.disk import is_disk_full
 from farm.errors import CollectError
 from farm.params.tiers import TierParams
+from farm.paths import remove_dead_temps
 from farm.storage import integrity, schema
 from farm.storage.shard import ShardWriter, is_lock_error
 
@@ -177,6 +178,7 @@ def merge(
         if bad:
             raise MissingRowsError(bad, why)
         result = MergeResult(out, n, len(chosen), shards=sorted(shards.files))
+        remove_dead_temps(out)  # a collector killed while writing (its run was resumed)
         with ShardWriter(out, spec, tp, fingerprint, atomic=True, library=library) as writer:
             names = [ds.name for ds in writer.datasets()]
             for ds in writer.datasets():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,13 @@ import h5py
 import numpy as np
 
 from farm.config import RunSpec
+from farm.disk import is_disk_full
 from farm.errors import OutputPathError, ShardBusyError
 from farm.params.label import Label
 from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, to_matrix
 from farm.params.registry import modulation_names
 from farm.params.tiers import TierParams
+from farm.paths import temp_name
 from farm.storage import schema
 from farm.storage.compression import audio_dtype, dataset_options
 from farm.storage.integrity import checksums
@@ -115,13 +116,7 @@ class ShardWriter:
     ) -> None:
         self.final_path = Path(path)
         self.library = library
-        self.path = (
-            self.final_path.with_name(
-                f"{self.final_path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp"
-            )
-            if atomic
-            else (self.final_path)
-        )
+        self.path = temp_name(self.final_path) if atomic else (self.final_path)
         self.spec = spec
         self.tp = tp
         self.rows = 0
@@ -144,8 +139,14 @@ class ShardWriter:
         try:
             self._f = h5py.File(self.path, "w")
         except OSError as e:
+            if is_disk_full(e):
+                raise
             raise OutputPathError(f"cannot create {self.path}: {e}") from e
-        self._create(registry_fingerprint)
+        try:
+            self._create(registry_fingerprint)
+        except BaseException:
+            self.abort()  # a full disk (or a missing codec) leaves no half-made file
+            raise
 
     @property
     def file(self) -> Any:
@@ -304,10 +305,14 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Close and delete an unfinished atomic file (a non-atomic shard is kept)."""
-        if self._f.id.valid:
-            self._f.close()
-        if self.path != self.final_path:
-            self.path.unlink(missing_ok=True)
+        try:
+            if self._f.id.valid:
+                self._f.close()
+        except (OSError, RuntimeError):
+            pass  # closing flushes, which fails on the full disk that brought us here
+        finally:
+            if self.path != self.final_path:
+                self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
         return self
