@@ -412,6 +412,34 @@ def register(cli: click.Group) -> None:
             done = collect_run(Ledger(farm.client, run_id), farm.settings, farm.sender)
         click.echo(done.summary())
 
+    @cli.command()
+    @_broker_option
+    @_data_dir_option
+    @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+    def gc(broker: str | None, data_dir: str, dry_run: bool) -> None:
+        """Remove what no run needs any more: shards of done or unknown runs, their
+        output claims and store objects, temporary files of writers that are gone."""
+        from coordinator.embedded import EmbeddedBroker
+        from coordinator.gc import find_garbage
+        from farm.disk import human
+
+        settings = _settings(data_dir, broker)
+        if not Path(settings.data_dir).is_dir():
+            raise UsageError(f"no data folder {settings.data_dir}")
+        if not settings.broker_url and not EmbeddedBroker(data_dir).exists:
+            raise UsageError(
+                f"no runs in {data_dir}: give --broker for a data folder a cluster wrote"
+            )
+        with _farm(settings, run_workers=None) as farm:
+            garbage = find_garbage(farm.client, settings.data_dir)
+        verb = "would remove" if dry_run else "removed"
+        for path, why in garbage.items:
+            click.echo(f"{verb} {path}  ({why})")
+        size = garbage.size
+        if not dry_run:
+            garbage.remove()
+        click.echo(f"{verb} {len(garbage.items)} item(s), {human(size)}")
+
     @cli.command(context_settings={"ignore_unknown_options": True})
     @_broker_option
     @_data_dir_option

@@ -180,34 +180,53 @@ class OutputClaim:
                 self.path.parent.rmdir()  # no empty .claims/ left behind
 
 
+def this_host() -> str:
+    """This machine's name as temporary names carry it (letters and digits)."""
+    import socket
+
+    return "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
+
+
 def temp_name(path: Path) -> Path:
     """A unique temporary name beside ``path`` (``NAME.HOST-PID-TOKEN.tmp``): two writers
     of one output never share a file, and a leftover says which process made it."""
     import secrets
-    import socket
 
-    host = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
-    return path.with_name(f"{path.name}.{host}-{os.getpid()}-{secrets.token_hex(3)}.tmp")
+    return path.with_name(f"{path.name}.{this_host()}-{os.getpid()}-{secrets.token_hex(3)}.tmp")
+
+
+def temp_writer(tmp: Path) -> tuple[str, int] | None:
+    """(host, pid) of the process that made a :func:`temp_name` file, None for others."""
+    if not tmp.name.endswith(".tmp"):
+        return None
+    parts = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1].split("-")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def writer_gone(tmp: Path) -> bool:
+    """True when ``tmp`` was made by a process of this host that no longer exists."""
+    who = temp_writer(tmp)
+    if who is None or who[0] != this_host():
+        return False
+    try:
+        os.kill(who[1], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def remove_dead_temps(path: Path) -> list[Path]:
     """Remove temporary files of ``path`` left by processes of this host that are gone
     (killed while writing); returns them. Others' (live, or on other hosts) are kept."""
-    import socket
-
-    host = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
     removed = []
     for tmp in path.parent.glob(f"{path.name}.*.tmp"):
-        parts = tmp.name[len(path.name) + 1 : -len(".tmp")].split("-")
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-            continue
-        try:
-            os.kill(int(parts[1]), 0)
-        except ProcessLookupError:
+        if writer_gone(tmp):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
-        except OSError:
-            pass
     return removed
 
 

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -371,3 +372,49 @@ def test_plugin_codec_missing_is_refused_at_submit(tmp_path: Path) -> None:
     out = farm(tmp_path, "submit", *SPEC, "-n", "4", "--codec", "blosc2-zstd")
     assert out.returncode == 2 and "needs hdf5plugin" in out.stderr, out.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_gc_removes_only_what_no_run_needs(tmp_path: Path) -> None:
+    from farm.paths import this_host
+
+    data = tmp_path / "data"
+    done = farm(tmp_path, "submit", *SPEC, "-n", "8", "--workers", "1", "--keep-shards",
+                "-o", "done.h5")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # An interrupted run: resumable, so its shards stay.
+    proc = start_farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "1", "-o", "i.h5")
+    live = run_id_of(proc)
+    wait_for(tmp_path, live, jobs_done=1)
+    code, _ = interrupt(proc)
+    assert code == 130
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead_pid = gone.pid  # a process that existed and is gone
+    junk = [
+        data / ".shards" / "t2-19990101-000000-dead",
+        data / f"x.h5.{this_host()}-{dead_pid}-abcdef.tmp",
+        data / ".store" / ("ab" * 32 + ".json.gz"),
+        data / ".claims" / ("0" * 32),
+        data / ".farm" / f"tmp-{dead_pid}",
+    ]
+    junk[0].mkdir(parents=True)
+    junk[1].write_bytes(b"half a file")
+    junk[2].parent.mkdir(exist_ok=True)
+    junk[2].write_bytes(b"unused")
+    junk[3].parent.mkdir(exist_ok=True)
+    junk[3].write_text("t2-19990101-000000-dead\nold.h5\n")
+    junk[4].mkdir()
+    done_shards = data / ".shards" / done.stdout.split()[-1]  # kept by --keep-shards
+    assert done_shards.is_dir()
+    listed = farm(tmp_path, "gc", "--dry-run")
+    assert listed.returncode == 0, listed.stderr
+    for path in [*junk, done_shards]:
+        assert str(path) in listed.stdout and path.exists(), listed.stdout
+    assert live not in listed.stdout
+    removed = farm(tmp_path, "gc")
+    assert removed.returncode == 0, removed.stderr
+    assert not any(p.exists() for p in [*junk, done_shards])
+    assert (data / ".shards" / live).is_dir()  # the interrupted run can still resume
+    assert farm(tmp_path, "verify", str(data / "done.h5")).returncode == 0
+    out = farm(tmp_path, "resume", live, "--workers", "1")
+    assert out.returncode == 0, out.stderr
