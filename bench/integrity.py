@@ -1,0 +1,77 @@
+"""The price of row checksums: what the worker adds per row (checksumming the row's
+columns as they are written) and what the collector adds (hashing the bytes it copies,
+plus the verification of a whole file as `farm verify` does it), against the time the
+same rows take to render, measured in one run on the same presets.
+
+    python bench/integrity.py [--presets 12] [--tier 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+
+from farm.config import RunSpec
+from farm.jobs import render_job
+from farm.params.registry import get_registry
+from farm.params.sampler import sample_job
+from farm.params.tiers import tier_params
+from farm.render.engine import RenderEngine
+from farm.storage import schema
+from farm.storage.integrity import checksums, verify_rows
+from farm.storage.shard import ShardWriter
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--presets", type=int, default=12)
+    ap.add_argument("--tier", type=int, default=2)
+    a = ap.parse_args()
+    spec = RunSpec(tier=a.tier, n=1, seed=5, batch_size=a.presets)
+    registry = get_registry()
+    tp = tier_params(registry, a.tier)
+    engine = RenderEngine(tp, spec.render)
+    labels = sample_job(spec, tp, 0)
+
+    t0 = time.perf_counter()
+    result = render_job(engine, spec, 0, labels)
+    render_s = time.perf_counter() - t0
+    rows = result.rows
+    per_render = render_s / max(result.renders, 1)
+    print(f"rendered {result.renders} notes ({len(rows)} accepted) in {render_s:.2f}s: "
+          f"{per_render * 1e3:.1f} ms per note")  # fmt: skip
+    if not rows:
+        raise SystemExit("no accepted rows: try another --tier or more --presets")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "shard.h5"
+        with ShardWriter(path, spec, tp, registry.fingerprint, atomic=False) as w:
+            # The worker's share: the checksum over the columns as they are written.
+            columns = w._columns(rows)  # the exact arrays append hashes
+            names = schema.row_datasets(tp.modulation)[:-1]
+            arrays = [columns[n].astype(w.file[n].dtype, copy=False) for n in names]
+            reps = 5
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                checksums(arrays)
+            make_s = (time.perf_counter() - t0) / reps / len(rows)
+            w.append(rows)
+            w.flush()
+        # The collector's share and `farm verify`: hash the stored bytes again.
+        with h5py.File(path, "r") as f:
+            t0 = time.perf_counter()
+            found = verify_rows(f)
+            check_s = (time.perf_counter() - t0) / len(rows)
+        assert not found.bad
+    print(f"checksum made in the worker: {make_s * 1e3:.3f} ms per row")
+    print(f"checksum checked (collector / farm verify): {check_s * 1e3:.3f} ms per row")
+    ratio = (make_s + check_s) / per_render
+    print(f"cost: {ratio:.2%} of render time per row (target <= 1%)")
+
+
+if __name__ == "__main__":
+    main()
