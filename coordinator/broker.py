@@ -4,7 +4,9 @@ process shares, and sending tasks **by name** (the coordinator never imports the
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,21 +31,45 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect(url: str, timeout_s: float = 3.0) -> redis.Redis:
-    """A Redis client for the ledger, checked with PING.
+def tls_options(settings: FarmSettings) -> dict[str, Any]:
+    """redis-py's TLS arguments for a ``rediss://`` broker (empty for ``redis://``): the
+    broker's certificate verified against ``tls_ca_file`` (or the system's CAs), and the
+    client certificate when one is given.
 
     Raises:
-        UsageError: the URL is not a redis:// URL.
-        BrokerError: the broker does not answer within ``timeout_s`` or refuses the
-            password.
+        UsageError: a certificate or key file named in the settings does not exist.
     """
+    if not settings.tls:
+        return {}
+    files = {
+        "ssl_ca_certs": settings.tls_ca_file,
+        "ssl_certfile": settings.tls_cert_file,
+        "ssl_keyfile": settings.tls_key_file,
+    }
+    for name, path in files.items():
+        if path and not Path(path).is_file():
+            raise UsageError(f"TLS file {path} ({name.removeprefix('ssl_')}) does not exist")
+    return {"ssl_cert_reqs": "required", **{k: v for k, v in files.items() if v}}
+
+
+def connect(settings: FarmSettings) -> redis.Redis:
+    """A Redis client for the ledger on the settings' broker, checked with PING.
+
+    Raises:
+        UsageError: the URL is not a redis:// (or rediss://) URL, or a TLS file is missing.
+        BrokerError: the broker does not answer within the connect timeout, refuses the
+            password, or its TLS handshake fails.
+    """
+    url = settings.broker_url or ""
+    timeout_s = settings.connect_timeout_s
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise UsageError(f"broker URL {redact(url)!r} is not redis://host:port/db")
+    tls = tls_options(settings)
     try:
         # The probe's read timeout is short too: a port that accepts and never answers is
         # as unreachable as one that refuses.
         probe = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, **tls
         )
         probe.ping()
         probe.close()
@@ -53,11 +79,13 @@ def connect(url: str, timeout_s: float = 3.0) -> redis.Redis:
             socket_connect_timeout=timeout_s,
             socket_timeout=max(timeout_s, 10.0),
             health_check_interval=30,
+            **tls,
         )
     except redis.AuthenticationError as e:
         raise BrokerError(f"broker {redact(url)} refused the password: {e}") from e
     except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as e:
-        raise BrokerError(f"cannot reach the broker at {redact(url)}: {e}") from e
+        hint = " (TLS: check FARM_TLS_CA_FILE and the broker's certificate)" if tls else ""
+        raise BrokerError(f"cannot reach the broker at {redact(url)}: {e}{hint}") from e
     except redis.RedisError as e:
         raise BrokerError(f"the broker at {redact(url)} does not answer as Redis: {e}") from e
     return client
@@ -96,7 +124,19 @@ def celery_config(settings: FarmSettings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # Redis over TLS: kombu takes the same files as the ledger's client.
+        **({"broker_use_ssl": _kombu_tls(settings)} if settings.tls else {}),
     }
+
+
+def _kombu_tls(settings: FarmSettings) -> dict[str, Any]:
+    if not settings.tls:
+        return {}
+    out: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    for key, value in tls_options(settings).items():
+        if key != "ssl_cert_reqs":
+            out[key] = value
+    return out
 
 
 class Sender:

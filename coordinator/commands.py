@@ -65,7 +65,7 @@ def _farm(settings: Any, *, run_workers: int | None) -> Iterator[_Farm]:
     from coordinator.embedded import EmbeddedBroker, LocalWorkers
 
     if settings.broker_url:
-        client = connect(settings.broker_url, settings.connect_timeout_s)
+        client = connect(settings)
         yield _Farm(settings, client, Sender.for_settings(settings))
         return
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -73,12 +73,12 @@ def _farm(settings: Any, *, run_workers: int | None) -> Iterator[_Farm]:
     if run_workers is None:
         with broker.reader() as url:
             local = settings.model_copy(update={"broker_url": url})
-            yield _Farm(local, connect(url), Sender.for_settings(local))
+            yield _Farm(local, connect(local), Sender.for_settings(local))
         return
     with broker.owner(settings.queue) as url:
         local = settings.model_copy(update={"broker_url": url})
         with LocalWorkers(local, run_workers, broker.dir / "logs") as workers:
-            yield _Farm(local, connect(url), Sender.for_settings(local), workers)
+            yield _Farm(local, connect(local), Sender.for_settings(local), workers)
 
 
 def _settings(data_dir: str, broker: str | None, **given: Any) -> Any:
@@ -459,7 +459,7 @@ def register(cli: click.Group) -> None:
         settings = _settings(data_dir, broker)
         if not settings.broker_url:
             raise UsageError("farm worker needs a broker: --broker or FARM_BROKER_URL")
-        connect(settings.broker_url, settings.connect_timeout_s)
+        connect(settings)
         os.environ["FARM_BROKER_URL"] = settings.broker_url
         os.environ["FARM_DATA_DIR"] = str(Path(settings.data_dir).resolve())
         from workers.app import app
@@ -623,18 +623,19 @@ def register_monitor(cli: click.Group) -> None:
         settings = _settings(data_dir, broker)
         if not settings.broker_url:
             raise UsageError("farm flower needs a broker: --broker or FARM_BROKER_URL")
+        argv = flower_argv(address, port, pairs, settings)
         try:
             protect_metrics()
         except ImportError:
             raise UsageError("Flower is not installed: pip install 'farm[flower]'") from None
-        connect(settings.broker_url, settings.connect_timeout_s)
+        connect(settings)
         os.environ["FARM_BROKER_URL"] = settings.broker_url
         # The credentials travel as an argument; keep them out of Flower's own env lookup
         # so one value decides.
         os.environ.pop("FLOWER_BASIC_AUTH", None)
         from workers.app import app
 
-        app.start(argv=flower_argv(address, port, pairs))
+        app.start(argv=argv)
 
     @cli.command(hidden=True)
     @_broker_option

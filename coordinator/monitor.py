@@ -36,14 +36,22 @@ def check_basic_auth(value: str | None) -> list[str]:
     return pairs
 
 
-def flower_argv(address: str, port: int, pairs: list[str]) -> list[str]:
-    """The ``celery flower`` arguments (the broker comes from the app's configuration)."""
-    return [
-        "flower",
-        f"--address={address}",
-        f"--port={port}",
-        f"--basic-auth={','.join(pairs)}",
-    ]
+def flower_argv(
+    address: str, port: int, pairs: list[str], settings: FarmSettings | None = None
+) -> list[str]:
+    """The ``celery flower`` arguments (the broker comes from the app's configuration);
+    HTTPS when the settings name a certificate and key.
+
+    Raises:
+        UsageError: the certificate or key file does not exist.
+    """
+    argv = ["flower", f"--address={address}", f"--port={port}", f"--basic-auth={','.join(pairs)}"]
+    if settings is not None and settings.flower_cert_file and settings.flower_key_file:
+        for path in (settings.flower_cert_file, settings.flower_key_file):
+            if not Path(path).is_file():
+                raise UsageError(f"Flower's TLS file {path} does not exist")
+        argv += [f"--certfile={settings.flower_cert_file}", f"--keyfile={settings.flower_key_file}"]
+    return argv
 
 
 def protect_metrics() -> None:
@@ -74,7 +82,7 @@ def health_problems(settings: FarmSettings, worker_node: str | None = None) -> l
     problems: list[str] = []
     if settings.broker_url:
         try:
-            connect(settings.broker_url, settings.connect_timeout_s).close()
+            connect(settings).close()
         except BrokerError as e:
             problems.append(str(e))
     data = Path(settings.data_dir)

@@ -279,12 +279,33 @@ class FarmSettings(_Frozen):
     job and below the container's stop grace period."""
     flower_url: str | None = None
     """Where the Flower dashboard of this broker is (shown by ``farm status``)."""
+    tls_ca_file: str | None = None
+    """For a ``rediss://`` broker (Redis over TLS, workers on other hosts): the CA
+    certificate that signed the broker's certificate. The broker's certificate is always
+    verified."""
+    tls_cert_file: str | None = None
+    """Client certificate for a broker that asks for one (``tls-auth-clients yes``)."""
+    tls_key_file: str | None = None
+    """The client certificate's private key."""
+    flower_cert_file: str | None = None
+    """With ``flower_key_file``: ``farm flower`` serves HTTPS with this certificate."""
+    flower_key_file: str | None = None
+    """The private key of ``flower_cert_file``."""
 
     @model_validator(mode="after")
     def _beats_fit(self) -> FarmSettings:
         if self.heartbeat_s * 2 > self.lost_after_s:
             raise ValueError("lost_after_s must be at least twice heartbeat_s")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if bool(self.flower_cert_file) != bool(self.flower_key_file):
+            raise ValueError("flower_cert_file and flower_key_file go together")
         return self
+
+    @property
+    def tls(self) -> bool:
+        """True when the broker is reached over TLS (a ``rediss://`` URL)."""
+        return bool(self.broker_url and self.broker_url.startswith("rediss://"))
 
 
 def settings_from_env(env: Mapping[str, str], **given: Any) -> FarmSettings:

@@ -88,7 +88,9 @@ class Workers:
         for _ in range(self.count):
             self.started += 1
             log = open(self.cwd / f"worker-{self.started}.log", "ab")  # noqa: SIM115
-            argv = [sys.executable, "-m", "farm.cli", "worker", "--broker", self.url]
+            argv = [sys.executable, "-m", "farm.cli", "worker"]
+            # An empty URL: the broker comes from FARM_BROKER_URL (off the command line).
+            argv += ["--broker", self.url] if self.url else []
             argv += ["--data-dir", "data", "-c", "1", "-n", f"w{self.started}@%h"]
             self.procs.append(
                 subprocess.Popen(

@@ -71,8 +71,7 @@ class WorkerContext:
     def redis(self) -> redis.Redis:
         """The ledger's Redis client (connected on first use)."""
         if self._redis is None:
-            url = self.settings.broker_url or ""
-            self._redis = connect(url, self.settings.connect_timeout_s)
+            self._redis = connect(self.settings)
         return self._redis
 
     @property

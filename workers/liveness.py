@@ -71,9 +71,7 @@ class SupervisorThread:
         while not self._stop.wait(self.settings.supervise_s):
             try:
                 if client is None:
-                    client = connect(
-                        self.settings.broker_url or "", self.settings.connect_timeout_s
-                    )
+                    client = connect(self.settings)
                     sender = Sender.for_settings(self.settings)
                 assert sender is not None
                 for p in supervise(client, sender, self.settings, node=self.node):
