@@ -136,3 +136,29 @@ class Workers:
         tb: TracebackType | None,
     ) -> None:
         self.kill_all()
+
+
+def send_run(url: str, data: Path, spec_args: list[str], fingerprint: str = "") -> str:
+    """Create and send a run as a submitter on another machine would (its own codec, its
+    own vita), bypassing this machine's submit-time checks."""
+    from coordinator.broker import Sender
+    from coordinator.ledger import Ledger
+    from coordinator.run import new_run_id
+    from coordinator.run import submit as submit_run
+    from farm.config import CompressionSettings, FarmSettings, RenderSettings, RunSpec
+
+    codec = spec_args[0] if spec_args else "none"
+    spec = RunSpec(
+        tier=1,
+        n=8,
+        batch_size=4,
+        seed=7,
+        render=RenderSettings(notes=(48, 60), note_duration=0.3, render_duration=0.5),
+        compression=CompressionSettings(codec=codec),  # type: ignore[arg-type]
+    )
+    client = redis.Redis.from_url(url, decode_responses=True)
+    run_id = new_run_id(spec)
+    settings = FarmSettings(broker_url=url, data_dir=str(data))
+    submit_run(Ledger(client, run_id), Sender.for_settings(settings), spec,
+               output=f"{run_id}.h5", window=4, fingerprint=fingerprint)  # fmt: skip
+    return run_id

@@ -306,6 +306,31 @@ def test_flower_shows_the_farm_behind_basic_auth(cluster: Cluster, flower: str) 
     assert run_id in out.stdout
 
 
+def test_flower_shows_a_failed_run_and_why(cluster: Cluster, flower: str) -> None:
+    """A worker that refuses a run (here: another vita registry than the run's) fails it,
+    and Flower lists the failing task with its exception."""
+    from tests.redis_helpers import send_run
+
+    run_id = send_run(cluster.url, cluster.data, [], fingerprint="f" * 64)
+    auth = ("researcher", "s3cret-pass")
+    deadline = time.monotonic() + 60
+    while True:
+        code, body = _get(flower + "/api/tasks", auth)
+        assert code == 200
+        failed = [
+            t
+            for t in json.loads(body).values()
+            if t["name"] == "farm.render" and run_id in t["args"] and t["state"] == "FAILURE"
+        ]
+        if failed:
+            break
+        assert time.monotonic() < deadline, "Flower never showed the failed task"
+        time.sleep(0.5)
+    assert "RunFailedError" in failed[0]["exception"] and "vita registry" in failed[0]["exception"]
+    st = Ledger(redis.Redis.from_url(cluster.url, decode_responses=True), run_id).status()
+    assert st.state == "failed" and "vita registry" in st.error
+
+
 def test_flower_refuses_to_start_without_credentials(cluster: Cluster) -> None:
     for env in (farm_env(), farm_env(FLOWER_BASIC_AUTH="researcher:")):
         res = farm(cluster.root, "flower", "--broker", cluster.url, env=env, timeout=60)

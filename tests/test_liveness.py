@@ -32,7 +32,7 @@ from tests.farm_helpers import (
     keys,
     start_farm,
 )
-from tests.redis_helpers import RedisServer, Workers
+from tests.redis_helpers import RedisServer, Workers, send_run
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +167,24 @@ def test_broker_killed_and_restarted_follower_rides_it_out(
     _same_as_reference(tmp_path / "data" / "restart.h5", reference)
 
 
+def test_broker_killed_and_restarted_detached_run_finishes_by_itself(
+    tmp_path: Path, redis_server: RedisServer, reference: dict[str, np.ndarray]
+) -> None:
+    url = redis_server.url
+    with Workers(tmp_path, url, env(), count=2):
+        run_id = _detach(tmp_path, url, "restart-detached.h5")
+        _wait(tmp_path, url, run_id, "started")
+        redis_server.kill()
+        time.sleep(5)
+        redis_server.start()
+        restarted = time.monotonic()
+        st = _wait(tmp_path, url, run_id, "done")
+        took = time.monotonic() - restarted
+    print(f"broker restarted, no follower: the run finished {took:.1f}s after it came back")
+    assert st["state"] == "done", st
+    _same_as_reference(tmp_path / "data" / "restart-detached.h5", reference)
+
+
 def test_broker_gone_for_good_follower_gives_up_with_the_resume_command(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -250,31 +268,6 @@ def test_detached_run_on_the_embedded_default_is_refused(tmp_path: Path) -> None
     assert not (tmp_path / "data").exists()
 
 
-def _run_on_broker(url: str, data: Path, spec_args: list[str], fingerprint: str = "") -> str:
-    """Create and send a run as a submitter on another machine would (its own codec, its
-    own vita), bypassing this machine's submit-time checks."""
-    from coordinator.broker import Sender
-    from coordinator.run import new_run_id
-    from coordinator.run import submit as submit_run
-    from farm.config import CompressionSettings, FarmSettings, RenderSettings, RunSpec
-
-    codec = spec_args[0] if spec_args else "none"
-    spec = RunSpec(
-        tier=1,
-        n=8,
-        batch_size=4,
-        seed=7,
-        render=RenderSettings(notes=(48, 60), note_duration=0.3, render_duration=0.5),
-        compression=CompressionSettings(codec=codec),  # type: ignore[arg-type]
-    )
-    client = redis.Redis.from_url(url, decode_responses=True)
-    run_id = new_run_id(spec)
-    settings = FarmSettings(broker_url=url, data_dir=str(data))
-    submit_run(Ledger(client, run_id), Sender.for_settings(settings), spec,
-               output=f"{run_id}.h5", window=4, fingerprint=fingerprint)  # fmt: skip
-    return run_id
-
-
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
@@ -302,7 +295,7 @@ def test_worker_side_errors_fail_the_run_fast(
     if case == "unwritable":
         (data / ".shards").write_text("a file where the shard folder goes")
     with Workers(tmp_path, url, env(), count=1):
-        run_id = _run_on_broker(
+        run_id = send_run(
             url,
             data,
             ["blosc2-zstd"] if case == "codec" else [],
