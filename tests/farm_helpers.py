@@ -30,6 +30,11 @@ SPEC = [
     "7",
 ]
 
+#: The tier-1 spec and row count of the fault tests on their own brokers and disks.
+FAULT_SPEC = ["--tier", "1", "--batch-size", "4", "--notes", "48,60", "--seed", "7"]
+FAULT_SPEC += ["--note-duration", "0.3", "--render-duration", "0.5"]
+FAULT_N = 40
+
 #: Bound on any farm command in a test (a hang fails instead of blocking CI).
 COMMAND_TIMEOUT_S = 240
 
@@ -162,3 +167,20 @@ def keys(path: Path) -> list[tuple[int, int, int]]:
     """Every row's (job, preset, note)."""
     c = columns(path)
     return list(zip(c["job"].tolist(), c["preset"].tolist(), c["midi_note"].tolist(), strict=True))
+
+
+def generated_reference(cwd: Path, spec: list[str], n: int) -> dict[str, np.ndarray]:
+    """The rows ``farm generate`` makes for ``spec`` (one process, no faults): what a
+    faulty farm run of the same spec must equal, labels and audio bytes."""
+    out = farm(cwd, "generate", *spec, "-n", str(n), "-o", "ref.h5")
+    assert out.returncode == 0, out.stderr
+    return columns(cwd / "data" / "ref.h5")
+
+
+def assert_same_rows(path: Path, ref: dict[str, np.ndarray], n: int) -> None:
+    """Exactly ``n`` rows, no duplicate keys, the reference's labels and audio bytes."""
+    got = columns(path)
+    k = keys(path)
+    assert len(k) == len(set(k)) == n
+    for name in ("preset_hash", "midi_note", "job", "preset", "audio"):
+        assert np.array_equal(got[name], ref[name]), name

@@ -20,21 +20,25 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.farm_helpers import columns, farm, keys, run_id_of, start_farm
+from tests.farm_helpers import (
+    FAULT_N,
+    FAULT_SPEC,
+    assert_same_rows,
+    farm,
+    generated_reference,
+    run_id_of,
+    start_farm,
+)
 
 pytestmark = pytest.mark.slow
 
-N = 40
-SPEC = ["--tier", "1", "--batch-size", "4", "--notes", "48,60", "--seed", "7"]
-SPEC += ["--note-duration", "0.3", "--render-duration", "0.5"]
+N = FAULT_N
+SPEC = FAULT_SPEC
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
-    cwd = tmp_path_factory.mktemp("ref")
-    out = farm(cwd, "generate", *SPEC, "-n", str(N), "-o", "ref.h5")
-    assert out.returncode == 0, out.stderr
-    return columns(cwd / "data" / "ref.h5")
+    return generated_reference(tmp_path_factory.mktemp("ref"), SPEC, N)
 
 
 @pytest.fixture
@@ -105,10 +109,7 @@ def _resume_and_check(
     # file at most; the resumed collector removed it.
     assert not list(data.rglob("*.tmp")), list(data.rglob("*.tmp"))
     path = data / f"tier1_{N}.h5"
-    got = columns(path)
-    assert len(set(keys(path))) == N
-    for name in ("preset_hash", "midi_note", "job", "preset", "audio"):
-        assert np.array_equal(got[name], ref[name]), name
+    assert_same_rows(path, ref, N)
     assert farm(cwd, "verify", str(path)).returncode == 0
 
 

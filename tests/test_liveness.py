@@ -26,19 +26,20 @@ import redis
 from coordinator.ledger import Ledger
 from farm.errors import BrokerError
 from tests.farm_helpers import (
-    columns,
+    FAULT_N,
+    FAULT_SPEC,
+    assert_same_rows,
     farm,
     farm_env,
-    keys,
+    generated_reference,
     start_farm,
 )
 from tests.redis_helpers import RedisServer, Workers, send_run
 
 pytestmark = pytest.mark.slow
 
-N = 40
-SPEC = ["--tier", "1", "--batch-size", "4", "--notes", "48,60", "--seed", "7"]
-SPEC += ["--note-duration", "0.3", "--render-duration", "0.5"]
+N = FAULT_N
+SPEC = FAULT_SPEC
 LIVENESS = {
     "FARM_LOST_AFTER_S": "6",
     "FARM_HEARTBEAT_S": "1",
@@ -57,10 +58,7 @@ def env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
-    cwd = tmp_path_factory.mktemp("ref")
-    out = farm(cwd, "generate", *SPEC, "-n", str(N), "-o", "ref.h5")
-    assert out.returncode == 0, out.stderr
-    return columns(cwd / "data" / "ref.h5")
+    return generated_reference(tmp_path_factory.mktemp("ref"), SPEC, N)
 
 
 @pytest.fixture
@@ -72,12 +70,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def _same_as_reference(path: Path, ref: dict[str, np.ndarray]) -> None:
-    got = columns(path)
-    k = keys(path)
-    assert len(k) == len(set(k)) == N
-    for name in ("preset_hash", "midi_note", "job", "preset"):
-        assert np.array_equal(got[name], ref[name]), name
-    assert np.array_equal(got["audio"], ref["audio"])
+    assert_same_rows(path, ref, N)
 
 
 def _detach(cwd: Path, url: str, output: str, *extra: str) -> str:
