@@ -1,7 +1,7 @@
-"""The price of row checksums: what the worker adds per row (checksumming the row's
-columns as they are written) and what the collector adds (hashing the bytes it copies,
-plus the verification of a whole file as `farm verify` does it), against the time the
-same rows take to render, measured in one run on the same presets.
+"""The price of what every row gets besides its render: the checksum the worker makes
+(over the row's columns as they are written), the check the collector makes (hashing the
+bytes it copies, as `farm verify` does), and the BS.1770 loudness and DC measures of
+validation, against the time the same rows take to render, in one run on the same presets.
 
     python bench/integrity.py [--presets 12] [--tier 2]
 """
@@ -21,6 +21,7 @@ from farm.params.registry import get_registry
 from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
 from farm.render.engine import RenderEngine
+from farm.render.loudness import dc_offset, integrated_loudness
 from farm.storage import schema
 from farm.storage.integrity import checksums, verify_rows
 from farm.storage.shard import ShardWriter
@@ -67,10 +68,18 @@ def main() -> None:
             found = verify_rows(f)
             check_s = (time.perf_counter() - t0) / len(rows)
         assert not found.bad
+    t0 = time.perf_counter()
+    for r in rows:
+        integrated_loudness(r.audio, spec.render.sample_rate)
+        dc_offset(r.audio)
+    loud_s = (time.perf_counter() - t0) / len(rows)
     print(f"checksum made in the worker: {make_s * 1e3:.3f} ms per row")
     print(f"checksum checked (collector / farm verify): {check_s * 1e3:.3f} ms per row")
+    print(f"loudness + dc in validation: {loud_s * 1e3:.3f} ms per row")
     ratio = (make_s + check_s) / per_render
-    print(f"cost: {ratio:.2%} of render time per row (target <= 1%)")
+    print(f"checksums: {ratio:.2%} of render time per row (target <= 1%)")
+    worker = (make_s + loud_s) / per_render
+    print(f"in the worker, checksum + loudness: {worker:.2%} of render time (target <= 2%)")
 
 
 if __name__ == "__main__":

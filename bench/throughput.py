@@ -78,8 +78,8 @@ class _Reused:
             self.applier.apply(label)
             for note in r.notes:
                 audio = self.synth.render(note, r.velocity, r.note_duration, r.render_duration)
-                reason, _, _ = validate(audio, spec.validation, shape)  # type: ignore[attr-defined]
-                rows += reason is None
+                v = validate(audio, spec.validation, shape, r.sample_rate)  # type: ignore[attr-defined]
+                rows += v.reason is None
         return rows
 
 

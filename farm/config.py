@@ -58,6 +58,12 @@ class ValidationSettings(_Frozen):
 
     silence_rms: float = Field(1e-3, ge=0.0)
     """A row whose RMS over both channels is below this (-60 dBFS) is SILENT."""
+    silence_lufs: float = Field(-60.0, ge=-70.0, le=0.0)
+    """A row whose BS.1770 integrated loudness (K-weighted: DC and sub-audio do not count)
+    is below this is SILENT. -60 LUFS, chosen from measured distributions
+    (``bench/loudness.py``: it keeps every tier-1 row the RMS check keeps and drops the
+    quietest 2% of tier-2 rows, 29 LU and more below the median). BS.1770 gates blocks
+    below -70 LUFS, so that is the lowest floor there is."""
     clip_peak: float = Field(4.0, gt=0.0)
     """A row whose absolute peak exceeds this is CLIPPING. vita does not clip its output;
     the default only rejects runaway renders (see README, yield)."""

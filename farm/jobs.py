@@ -73,11 +73,13 @@ def render_job(
             if r.audio is None:
                 result.rejections[_OUTCOME_REASON[r.outcome]] += 1
                 continue
-            reason, rms, peak = validate(r.audio, spec.validation, shape)
-            if reason is not None:
-                result.rejections[reason] += 1
+            v = validate(r.audio, spec.validation, shape, spec.render.sample_rate)
+            if v.reason is not None:
+                result.rejections[v.reason] += 1
                 continue
-            result.rows.append(Row(job, i, r.note, label, r.audio, rms, peak))
+            result.rows.append(
+                Row(job, i, r.note, label, r.audio, v.rms, v.peak, loudness=v.loudness, dc=v.dc)
+            )
     return result
 
 

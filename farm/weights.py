@@ -127,7 +127,7 @@ def measure_base(
     base = _render(engine, label)
     if base is None:
         return None, Reason.CRASH, 1
-    reason, _, _ = validate(base, spec.validation, shape)
+    reason = validate(base, spec.validation, shape, spec.render.sample_rate).reason
     if reason is not None:
         return None, reason, 1
     again = _render(engine, label)

@@ -106,7 +106,7 @@ class FarmReader:
         }
         if schema.MODULATION in f:
             out["modulation"] = f[schema.MODULATION][i]
-        for m in schema.METADATA:
+        for m in schema.metadata_of(f):
             v = f[f"metadata/{m}"][i]
             out[m] = v.decode() if isinstance(v, bytes) else v.item()
         return out
@@ -127,7 +127,7 @@ class FarmReader:
         for name in names:
             data = f[name][uniq] if uniq.size else np.zeros((0, *f[name].shape[1:]), f[name].dtype)
             out[name.rsplit("/", 1)[-1]] = data[inverse]
-        for m in schema.METADATA:
+        for m in schema.metadata_of(f):
             out[m] = f[f"metadata/{m}"][uniq][inverse] if uniq.size else f[f"metadata/{m}"][:0]
         out["audio"] = out.pop("waveforms").astype(np.float32, copy=False)
         return out

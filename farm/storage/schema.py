@@ -23,6 +23,8 @@ wavetables/name, wavetables/hash (W,)  str     name, sha256 of the canonical JSO
 presets/state         (P,)             str     JSON of a real preset's non-scalar state
                                                (LFO shapes, sample), once each  (2.3.0)
 presets/name, author, origin, source, hash (P,) str; presets/dropped_modulations (P,) int32
+metadata/loudness     (N,)             float32 BS.1770 integrated loudness, LUFS (2.5.0)
+metadata/dc           (N,)             float32 mean sample value (DC offset)     (2.5.0)
 metadata/checksum     (N,)             S32     blake2b-128 of the row's bytes in every other
                                                per-row dataset, made where it was rendered
                                                (2.4.0; `farm verify` re-checks it)
@@ -43,7 +45,7 @@ import numpy as np
 
 from farm.errors import DatasetError
 
-SCHEMA_VERSION = "2.4.0"
+SCHEMA_VERSION = "2.5.0"
 
 AUDIO = "audio/waveforms"
 CONTINUOUS = "params/continuous"
@@ -63,7 +65,12 @@ METADATA: dict[str, str] = {
     "rms": "float32",
     "peak": "float32",
     "library_preset": "int32",
+    "loudness": "float32",
+    "dc": "float32",
 }
+
+#: Metadata added after 2.3.0: a file of an older schema lacks it (and is still valid).
+METADATA_SINCE: dict[str, tuple[int, ...]] = {"loudness": (2, 5, 0), "dc": (2, 5, 0)}
 
 CHECKSUM = "metadata/checksum"
 #: The first schema whose rows carry checksums.
@@ -77,6 +84,12 @@ def row_datasets(modulation: bool) -> list[str]:
     if modulation:
         names.append(MODULATION)
     return [*names, *(f"metadata/{m}" for m in METADATA), CHECKSUM]
+
+
+def metadata_of(f: Any) -> list[str]:
+    """The metadata names a file of its schema version has."""
+    v = version_of(f)
+    return [m for m in METADATA if v >= METADATA_SINCE.get(m, (0,))]
 
 
 def version_of(f: Any) -> tuple[int, ...]:
@@ -109,7 +122,7 @@ def check_file(f: Any) -> list[str]:
     for a in FILE_ATTRS:
         if a not in f.attrs:
             problems.append(f"missing file attribute {a}")
-    per_row = [CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in METADATA)]
+    per_row = [CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in metadata_of(f))]
     if version_of(f) >= CHECKSUM_SINCE:
         per_row.append(CHECKSUM)
     for name in (AUDIO, *per_row):

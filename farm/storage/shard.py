@@ -52,6 +52,8 @@ class Row:
         audio: float32 (2, T).
         rms: RMS over both channels.
         peak: absolute peak.
+        loudness: BS.1770 integrated loudness (LUFS).
+        dc: mean sample value.
     """
 
     job: int
@@ -61,6 +63,8 @@ class Row:
     audio: np.ndarray
     rms: float
     peak: float
+    loudness: float = float("nan")
+    dc: float = 0.0
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -273,6 +277,8 @@ class ShardWriter:
             "preset": [r.preset for r in rows],
             "rms": [r.rms for r in rows],
             "peak": [r.peak for r in rows],
+            "loudness": [r.loudness for r in rows],
+            "dc": [r.dc for r in rows],
             "library_preset": [r.label.state for r in rows],
         }
         for name, values in meta.items():
