@@ -501,8 +501,12 @@ class Ledger:
         start: int = 0,
         worker: str = "",
         seconds: float = 0.0,
+        by_preset: Mapping[int, Mapping[str, int]] | None = None,
     ) -> Advance:
         """Record a done job (its rows already flushed to ``shard``) and top up.
+
+        Args:
+            by_preset: rejected notes by preset index in the job and reason.
 
         Returns:
             The jobs to send next and whether to send the collector; ``duplicate`` when
@@ -516,6 +520,8 @@ class Ledger:
             "rejections": dict(rejections),
             "worker": worker,
             "seconds": round(seconds, 3),
+            # Rejections by preset in the job: a dataset counts only the presets it holds.
+            "by_preset": {str(i): dict(r) for i, r in (by_preset or {}).items()},
         }
         return self._run_advance(
             "done",

@@ -105,8 +105,12 @@ class SamplingSettings(_Frozen):
     """How synthetic presets are drawn."""
 
     sampler: Literal["lhs", "random", "sobol"] = "lhs"
-    """Continuous sampler: Latin Hypercube per job batch, i.i.d. uniform, or scrambled
-    Sobol addressed by global preset index. Categoricals are always uniform."""
+    """Continuous sampler: Latin Hypercube per block, i.i.d. uniform, or scrambled Sobol
+    addressed by synthetic preset index. Categoricals are always uniform."""
+    block: int = Field(16, ge=1, le=4096)
+    """Synthetic presets per sampling block: Latin Hypercube strata and every random stream
+    are per block of global preset indices, never per job, so the batch size does not
+    change the data. 16, the default batch size: default runs keep the presets they had."""
     constraints: Constraints = Constraints()
     median_connections: int = Field(6, ge=1, le=64)
     """Tier 3: median number of modulation connections per preset."""
@@ -138,7 +142,7 @@ class SourceSettings(_Frozen):
     library: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     """Hash of the run's library manifest in the data folder's store; None: synthetic only."""
     presets: int = Field(0, ge=0)
-    """Real presets in the library; they fill the first jobs, in order."""
+    """Real presets in the library; they take the first global preset indices, in order."""
     catalog: int = Field(0, ge=0)
     """Catalog wavetables synthetic presets draw their oscillators' wavetables from."""
 
@@ -147,10 +151,6 @@ class SourceSettings(_Frozen):
         if (self.presets or self.catalog) and self.library is None:
             raise ValueError("presets or a wavetable catalog need a library")
         return self
-
-    def preset_jobs(self, batch_size: int) -> int:
-        """Jobs that hold the real presets (the first jobs of the run)."""
-        return -(-self.presets // batch_size)
 
 
 class WeightsSettings(_Frozen):
@@ -176,7 +176,8 @@ class RunSpec(_Frozen):
     """Accepted rows (one note of one preset) in the final file."""
     seed: int = Field(0, ge=0, lt=2**63)
     batch_size: int = Field(16, ge=1, le=4096)
-    """Presets per job; Latin Hypercube strata are per job."""
+    """Presets per job: scheduling only (the rows do not depend on it; see
+    ``SamplingSettings.block``)."""
     render: RenderSettings = RenderSettings()
     validation: ValidationSettings = ValidationSettings()
     sampling: SamplingSettings = SamplingSettings()
@@ -199,10 +200,18 @@ class RunSpec(_Frozen):
         return self
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys), as stored in every dataset's ``run_spec``."""
+        """Canonical JSON (sorted keys) of the whole spec, scheduling included (the ledger's
+        copy; datasets store :meth:`data_json`)."""
         # A dataset run leaves ``weights`` out, so its JSON (and fingerprint) is what it
         # was before importance runs existed.
         exclude = {"weights"} if self.weights is None else None
+        data = self.model_dump(mode="json", exclude=exclude)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def data_json(self) -> str:
+        """The spec without its scheduling fields (the batch size): what the rows depend
+        on, as stored in every dataset's ``run_spec``."""
+        exclude: set[str] = {"batch_size"} | ({"weights"} if self.weights is None else set())
         data = self.model_dump(mode="json", exclude=exclude)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 

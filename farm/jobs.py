@@ -6,13 +6,16 @@ A job is ``spec.batch_size`` presets; job ``j`` is a pure function of the spec a
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from farm.config import RunSpec
 from farm.params.label import Label, Modulation
-from farm.params.sampler import rng_for
+from farm.params.sampler import block_key, rng_for
 from farm.render.engine import Outcome, RenderEngine
 from farm.render.validate import Reason, validate
 from farm.storage.shard import Row
@@ -27,11 +30,18 @@ _OUTCOME_REASON = {
 
 @dataclass
 class JobResult:
-    """Accepted rows of one job (canonical order) and rejected notes counted by reason."""
+    """Accepted rows of one job (canonical order) and rejected notes counted by reason,
+    also per preset (index in the job) so a dataset counts exactly the presets it holds."""
 
     job: int
     rows: list[Row] = field(default_factory=list)
     rejections: Counter[str] = field(default_factory=Counter)
+    by_preset: dict[int, Counter[str]] = field(default_factory=dict)
+
+    def reject(self, preset: int, reason: str, count: int = 1) -> None:
+        """Count ``count`` notes of ``preset`` rejected for ``reason``."""
+        self.rejections[reason] += count
+        self.by_preset.setdefault(preset, Counter())[reason] += count
 
     @property
     def renders(self) -> int:
@@ -62,34 +72,59 @@ def render_job(
     result = JobResult(job)
     shape = (2, spec.render.samples)
     notes = spec.render.notes
+    first = job * spec.batch_size
     for i, label in enumerate(labels):
+        # The row key is the preset's place among all presets, not in this job: the batch
+        # size never shows in the data.
+        block, index = block_key(spec, first + i)
         if skip is not None and skip(label):
-            result.rejections[Reason.DUPLICATE] += len(notes)
+            result.reject(i, Reason.DUPLICATE, len(notes))
             continue
         inject = crash is not None and crash(i)
         if inject:
             label = _with_unknown_destination(label)
         for r in engine.render(label, allow_unknown_modulation=inject):
             if r.audio is None:
-                result.rejections[_OUTCOME_REASON[r.outcome]] += 1
+                result.reject(i, _OUTCOME_REASON[r.outcome])
                 continue
             v = validate(r.audio, spec.validation, shape, spec.render.sample_rate)
             if v.reason is not None:
-                result.rejections[v.reason] += 1
+                result.reject(i, v.reason)
                 continue
             result.rows.append(
-                Row(job, i, r.note, label, r.audio, v.rms, v.peak, loudness=v.loudness, dc=v.dc)
+                Row(
+                    block,
+                    index,
+                    r.note,
+                    label,
+                    r.audio,
+                    v.rms,
+                    v.peak,
+                    loudness=v.loudness,
+                    dc=v.dc,
+                )
             )
     return result
 
 
 def injected_crashes(spec: RunSpec, job: int, fraction: float) -> Callable[[int], bool] | None:
     """Fault injection: which presets of ``job`` must segfault (about ``fraction`` of all),
-    chosen from the seed so every worker and every retry picks the same ones."""
+    chosen by global preset index from the seed, so every worker, retry and batch size
+    picks the same ones."""
     if fraction <= 0:
         return None
-    draws = rng_for(spec.seed, job, _CRASH_STREAM).random(spec.batch_size)
-    return lambda preset: bool(draws[preset] < fraction)
+    first = job * spec.batch_size
+
+    def crash(preset: int) -> bool:
+        block, index = block_key(spec, first + preset)
+        return bool(_crash_draws(spec.seed, block, spec.sampling.block)[index] < fraction)
+
+    return crash
+
+
+@functools.lru_cache(maxsize=16)
+def _crash_draws(seed: int, block: int, size: int) -> np.ndarray:
+    return rng_for(seed, block, _CRASH_STREAM).random(size)
 
 
 #: Sampler stream reserved for fault injection (the sampler's own streams are small).

@@ -22,6 +22,7 @@ from farm.params.registry import get_registry
 from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
 from farm.render.engine import RenderEngine
+from farm.storage.merge import counted_rejections
 from farm.storage.shard import ShardWriter
 
 #: Jobs in a row with no accepted row before a run gives up (thresholds too strict, ...).
@@ -94,6 +95,8 @@ def generate(
     progress = Progress(spec.n)
     dedup = _Dedup()
     barren = 0
+    by_job: dict[int, dict[int, dict[str, int]]] = {}
+    last = -1
     try:
         library = library_for(spec.sources.library, out.parent if data_dir is None else data_dir)
         with ShardWriter(out, spec, tp, registry.fingerprint, library=library) as writer:
@@ -111,10 +114,13 @@ def generate(
                 rows = result.rows[: spec.n - progress.accepted]
                 writer.append(rows)
                 writer.flush()
+                if rows:
+                    last = rows[-1].job * spec.sampling.block + rows[-1].preset
                 progress.accepted += len(rows)
                 progress.valid += len(result.rows)
                 progress.renders += result.renders
                 progress.rejections.update(result.rejections)
+                by_job[job] = {i: dict(c) for i, c in result.by_preset.items()}
                 progress.jobs += 1
                 barren = 0 if rows else barren + 1
                 if on_progress is not None:
@@ -125,7 +131,8 @@ def generate(
                         f"rejections {dict(progress.rejections)}); check the validation "
                         "thresholds and constraints"
                     )
-            writer.close(progress.rejections, renders=progress.renders)
+            # As the farm's collector: count the presets the file covers, not the jobs.
+            writer.close(*counted_rejections(spec, by_job, last))
     finally:
         engine.close()
     return progress

@@ -54,8 +54,9 @@ def test_latin_hypercube_one_hit_per_stratum() -> None:
 
 
 def test_lhs_strata_survive_range_constraints(tp1: TierParams) -> None:
-    spec = RunSpec(tier=1, n=10, batch_size=20)
-    labels = sample_job(spec, tp1, 0)
+    # Strata are per sampling block (20 here), whatever the batch size (7).
+    spec = RunSpec(tier=1, n=10, batch_size=7, sampling=SamplingSettings(block=20))
+    labels = [L for j in range(3) for L in sample_job(spec, tp1, j)][:20]
     col = tp1.continuous_index("volume")
     lo, hi = spec.sampling.constraints.ranges["volume"]
     v = np.array([L.continuous[col] for L in labels], dtype=np.float64)
@@ -162,3 +163,31 @@ def test_presets_unique_within_a_run(tp2: TierParams) -> None:
     spec = RunSpec(tier=2, n=10, batch_size=32)
     hashes = [L.hash for j in range(4) for L in sample_job(spec, tp2, j)]
     assert len(set(hashes)) == len(hashes)
+
+
+@pytest.mark.parametrize("tier", [1, 3])
+def test_batch_size_never_changes_the_presets(tier: int, tp1: TierParams, tp3: TierParams) -> None:
+    """Preset g is the same whatever the batch size (torchsynth's reproducibility test)."""
+    tp = tp1 if tier == 1 else tp3
+    runs = []
+    for b in (1, 4, 16, 64, 5):
+        spec = RunSpec(tier=tier, n=10, seed=3, batch_size=b)
+        labels = [L for j in range(-(-80 // b)) for L in sample_job(spec, tp, j)][:80]
+        runs.append([(L.hash, L.name) for L in labels])
+    assert all(r == runs[0] for r in runs[1:])
+    assert len({h for h, _ in runs[0]}) == 80
+
+
+def test_default_block_keeps_default_runs_as_they_were(tp2: TierParams) -> None:
+    """With the default batch size (16 = the default block), job j draws exactly what the
+    per-job sampler drew: the seeds of block j."""
+    spec = RunSpec(tier=2, n=10, seed=9)
+    rng = rng_for(9, 2, 0)
+    expected = latin_hypercube(rng, 16, len(tp2.continuous))
+    got = np.stack([L.continuous for L in sample_job(spec, tp2, 2)]).astype(np.float64)
+    free = [
+        i
+        for i, p in enumerate(tp2.continuous)
+        if p.name not in spec.sampling.constraints.ranges and not p.integer
+    ]
+    assert np.allclose(got[:, free[:5]], expected[:, free[:5]], atol=1e-6)

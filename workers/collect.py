@@ -62,14 +62,17 @@ class Collected:
         )
 
 
-def pieces_of(ledger: Ledger, folder: Path) -> tuple[list[Piece], dict[str, int], int]:
-    """The done jobs' pieces in job order up to the first gap, with the rejections and
-    renders summed over the jobs the file will hold."""
+def pieces_of(
+    ledger: Ledger, folder: Path
+) -> tuple[list[Piece], dict[int, dict[int, dict[str, int]]]]:
+    """The done jobs' pieces in job order up to the first gap (until they hold n rows),
+    with each of those jobs' rejections by preset in the job."""
     details = ledger.done_details()
-    n = ledger.spec().n
+    spec = ledger.spec()
+    n = spec.n
     pieces: list[Piece] = []
-    rejections: dict[str, int] = {}
-    renders = rows = 0
+    by_job: dict[int, dict[int, dict[str, int]]] = {}
+    rows = 0
     job = 0
     while job in details and rows < n:
         d = details[job]
@@ -77,12 +80,13 @@ def pieces_of(ledger: Ledger, folder: Path) -> tuple[list[Piece], dict[str, int]
         if d["rows"] and (not isinstance(shard, str) or not _SHARD_NAME.match(shard)):
             raise CollectError(f"job {job}: bad shard name in the ledger: {shard!r}")
         pieces.append(Piece(job, folder / (shard or "none.h5"), int(d["start"]), int(d["rows"])))
-        for reason, c in d["rejections"].items():
-            rejections[reason] = rejections.get(reason, 0) + int(c)
-        renders += int(d["renders"])
+        if "by_preset" in d:
+            by_job[job] = {int(i): dict(r) for i, r in d["by_preset"].items()}
+        else:  # a job recorded by an older worker: its rejections as a whole
+            by_job[job] = {0: dict(d["rejections"])}
         rows += int(d["rows"])
         job += 1
-    return pieces, rejections, renders
+    return pieces, by_job
 
 
 def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -> Collected:
@@ -107,7 +111,7 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
         return collect_weights(ledger, settings, meta, spec)
     out = stored_output(settings.data_dir, meta["output"])
     folder = shard_dir(settings.data_dir, ledger.run_id)
-    pieces, rejections, renders = pieces_of(ledger, folder)
+    pieces, by_job = pieces_of(ledger, folder)
     if sum(p.count for p in pieces) < spec.n:
         raise RunStateError(
             f"run {ledger.run_id} is not complete ({sum(p.count for p in pieces)}/{spec.n} "
@@ -130,8 +134,7 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
             tp,
             get_registry().fingerprint,
             pieces,
-            rejections=rejections,
-            renders=renders,
+            by_job=by_job,
             attrs={"run_id": ledger.run_id},
             library=library_for(spec.sources.library, settings.data_dir),
         )

@@ -106,10 +106,16 @@ def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
     if attempt > ctx.settings.max_attempts:
         # A poison job (its worker process died every time): its presets are recorded as
         # CRASH so the run can finish without it.
-        notes = spec.batch_size * len(spec.render.notes)
+        per = len(spec.render.notes)
+        notes = spec.batch_size * per
         log.warning("job %d of %s: attempt %d > cap, recorded as CRASH", job, run_id, attempt)
         advance = ledger.finish_job(
-            job, rows=0, renders=notes, rejections={Reason.CRASH.value: notes}, worker=ctx.name
+            job,
+            rows=0,
+            renders=notes,
+            rejections={Reason.CRASH.value: notes},
+            worker=ctx.name,
+            by_preset={i: {Reason.CRASH.value: per} for i in range(spec.batch_size)},
         )
         ctx.sender.dispatch(run_id, advance)
         return f"job {job} abandoned after {attempt - 1} attempts"
@@ -135,6 +141,7 @@ def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
         start=start,
         worker=ctx.name,
         seconds=time.monotonic() - t0,
+        by_preset={i: {str(k): v for k, v in c.items()} for i, c in result.by_preset.items()},
     )
     ctx.sender.dispatch(run_id, advance)
     dup = " (duplicate delivery, ignored)" if advance.duplicate else ""

@@ -1,13 +1,20 @@
-"""Deterministic preset sampling: job ``j`` of a run is a pure function of (spec, j).
+"""Deterministic preset sampling: preset ``g`` of a run is a pure function of (spec, g).
 
-Every random stream is seeded from ``SeedSequence([seed, job, stream])``, never from a
-worker or a clock, so the same (spec, seed, job) gives byte-identical labels in any
-process. Sobol is addressed by global preset index (``job * batch_size + i``).
+Presets are numbered by a **global index** ``g``: the run's real presets first
+(``g < sources.presets``), then synthetic ones. Synthetic presets are drawn in fixed
+**blocks** of ``sampling.block`` global indices: a block's Latin Hypercube strata, and every
+random stream of it, are seeded from ``SeedSequence([seed, block, stream])``. A job is
+only a slice of global indices (``job * batch_size`` onwards), so the batch size, the
+number of workers and retries change how fast presets are made, never which (a job in the
+middle of a block draws the whole block and takes its part; a process keeps its last few
+blocks). Sobol is addressed by synthetic index.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,9 +36,9 @@ _STREAM_CONSTRAINTS = 3
 _STREAM_WAVETABLES = 4
 
 
-def rng_for(seed: int, job: int, stream: int) -> np.random.Generator:
-    """The generator of one random stream of one job."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, job, stream])))
+def rng_for(seed: int, block: int, stream: int) -> np.random.Generator:
+    """The generator of one random stream of one block."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, block, stream])))
 
 
 def latin_hypercube(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -54,65 +61,104 @@ def sobol(seed: int, start: int, n: int, d: int) -> np.ndarray:
 
 
 def sample_continuous(
-    settings: SamplingSettings, seed: int, job: int, batch_size: int, d: int
+    settings: SamplingSettings, seed: int, block: int, size: int, d: int
 ) -> np.ndarray:
-    """Raw unconstrained continuous draws (float64, (batch_size, d)) for one job."""
+    """Raw unconstrained continuous draws (float64, (size, d)) for one block."""
     if d == 0:
-        return np.zeros((batch_size, 0))
+        return np.zeros((size, 0))
     if settings.sampler == "sobol":
-        return sobol(seed, job * batch_size, batch_size, d)
-    rng = rng_for(seed, job, _STREAM_CONTINUOUS)
+        return sobol(seed, block * size, size, d)
+    rng = rng_for(seed, block, _STREAM_CONTINUOUS)
     if settings.sampler == "lhs":
-        return latin_hypercube(rng, batch_size, d)
-    return rng.random((batch_size, d))
+        return latin_hypercube(rng, size, d)
+    return rng.random((size, d))
 
 
 def sample_job(
     spec: RunSpec, tp: TierParams, job: int, library: Library | None = None
 ) -> list[Label]:
-    """The presets of job ``job``: the run's real presets fill the first jobs, in order;
-    every later job is ``spec.batch_size`` synthetic labels, constraints applied.
+    """The presets of job ``job``: global indices ``job * batch_size`` to
+    ``(job + 1) * batch_size - 1`` (see :func:`sample_presets`)."""
+    b = spec.batch_size
+    return sample_presets(spec, tp, range(job * b, (job + 1) * b), library)
+
+
+def sample_presets(
+    spec: RunSpec, tp: TierParams, indices: Sequence[int], library: Library | None = None
+) -> list[Label]:
+    """The presets at global ``indices``: the run's real presets first, in order, then
+    synthetic labels drawn by blocks, constraints applied.
 
     Args:
-        spec: the run spec (tier, seed, batch size, sampling settings, sources).
+        spec: the run spec (tier, seed, sampling settings, sources; not the batch size).
         tp: the tier's parameters (must match ``spec.tier``).
-        job: job index, >= 0.
+        indices: global preset indices, >= 0.
         library: the run's library (required when ``spec.sources.library`` is set).
     """
     src = spec.sources
     if src.library is not None and (library is None or library.sha != src.library):
         raise ValueError("this run's jobs need its library")
-    b = spec.batch_size
-    real_jobs = src.preset_jobs(b)
-    if job < real_jobs:
+    key = (spec.data_json(), tp.tier)
+    block = spec.sampling.block
+    out = []
+    for g in indices:
+        if g < src.presets:
+            assert library is not None
+            out.append(library.preset_label(tp, g))
+            continue
+        s = g - src.presets
+        out.append(_block(key, spec, tp, s // block, library)[s % block])
+    return out
+
+
+#: Blocks a process keeps (a job that spans a block boundary, or the next job, reuses them).
+_BLOCKS_KEPT = 8
+_blocks: OrderedDict[tuple[str, int, int], list[Label]] = OrderedDict()
+
+
+def _block(
+    key: tuple[str, int], spec: RunSpec, tp: TierParams, k: int, library: Library | None
+) -> list[Label]:
+    """Synthetic block ``k`` (kept for reuse)."""
+    full = (*key, k)
+    if full in _blocks:
+        _blocks.move_to_end(full)
+        return _blocks[full]
+    labels = _synthetic(spec, tp, k)
+    if spec.sources.catalog:
         assert library is not None
-        return library.preset_labels(tp, job * b, min((job + 1) * b, src.presets))
-    labels = _synthetic(spec, tp, job - real_jobs)
-    if src.catalog:
-        assert library is not None
-        draws = rng_for(spec.seed, job - real_jobs, _STREAM_WAVETABLES).integers(
-            0, src.catalog, size=(b, 3)
+        draws = rng_for(spec.seed, k, _STREAM_WAVETABLES).integers(
+            0, spec.sources.catalog, size=(spec.sampling.block, 3)
         )
         labels = [library.with_wavetables(lab, w) for lab, w in zip(labels, draws, strict=True)]
+    _blocks[full] = labels
+    while len(_blocks) > _BLOCKS_KEPT:
+        _blocks.popitem(last=False)
     return labels
 
 
-def _synthetic(spec: RunSpec, tp: TierParams, job: int) -> list[Label]:
-    """Synthetic job ``job`` (numbered among synthetic jobs, so real presets in front of
-    them do not change them)."""
-    b = spec.batch_size
-    cont = sample_continuous(spec.sampling, spec.seed, job, b, len(tp.continuous))
-    cat_rng = rng_for(spec.seed, job, _STREAM_CATEGORICAL)
+def block_key(spec: RunSpec, g: int) -> tuple[int, int]:
+    """The stored row key of global preset ``g``: (block, index in block), with real
+    presets numbered like the rest (``g = block * sampling.block + index``)."""
+    return divmod(g, spec.sampling.block)
+
+
+def _synthetic(spec: RunSpec, tp: TierParams, block: int) -> list[Label]:
+    """Synthetic block ``block``: ``sampling.block`` labels, numbered among synthetic
+    presets (so real presets in front of them do not change them)."""
+    b = spec.sampling.block
+    cont = sample_continuous(spec.sampling, spec.seed, block, b, len(tp.continuous))
+    cat_rng = rng_for(spec.seed, block, _STREAM_CATEGORICAL)
     cat = np.floor(cat_rng.random((b, len(tp.categorical))) * tp.n_options).astype(np.int64)
     cont, cat = apply_constraints(
-        tp, spec.sampling.constraints, cont, cat, rng_for(spec.seed, job, _STREAM_CONSTRAINTS)
+        tp, spec.sampling.constraints, cont, cat, rng_for(spec.seed, block, _STREAM_CONSTRAINTS)
     )
     cont32 = cont.astype(np.float32)
     cat32 = cat.astype(np.int32)
     mods: list[tuple] = [() for _ in range(b)]  # type: ignore[type-arg]
     if tp.modulation:
         sources, destinations = modulation_names()
-        mod_rng = rng_for(spec.seed, job, _STREAM_MODULATION)
+        mod_rng = rng_for(spec.seed, block, _STREAM_MODULATION)
         s = spec.sampling
         mods = [
             sample_modulations(
@@ -131,7 +177,7 @@ def _synthetic(spec: RunSpec, tp: TierParams, job: int) -> list[Label]:
             continuous=cont32[i],
             categorical=cat32[i],
             modulations=mods[i],
-            name=f"synth-{spec.seed}-{job * b + i}",
+            name=f"synth-{spec.seed}-{block * b + i}",
         )
         for i in range(b)
     ]

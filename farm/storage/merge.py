@@ -16,6 +16,7 @@ reported as the jobs to render again instead of a short or corrupt file.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,26 @@ class _Shards:
         self.files.clear()
 
 
+def counted_rejections(
+    spec: RunSpec, by_job: Mapping[int, Mapping[int, Mapping[str, int]]], last: int
+) -> tuple[dict[str, int], int]:
+    """Rejections and renders of the presets a dataset covers, global indices 0..``last``
+    (the preset of its last row), whatever the jobs were: (reasons -> notes, renders).
+
+    Args:
+        spec: the run spec (batch size and notes).
+        by_job: job -> preset index in the job -> reason -> notes.
+        last: the global index of the dataset's last preset.
+    """
+    b = spec.batch_size
+    out: Counter[str] = Counter()
+    for job, presets in by_job.items():
+        for i, reasons in presets.items():
+            if job * b + int(i) <= last:
+                out.update({str(k): int(v) for k, v in reasons.items()})
+    return dict(sorted(out.items())), (last + 1) * len(spec.render.notes)
+
+
 def take_pieces(pieces: Sequence[Piece], n: int) -> list[Piece]:
     """The shortest prefix of ``pieces`` (in job order) that holds at least n rows."""
     out, rows = [], 0
@@ -115,7 +136,9 @@ def take_pieces(pieces: Sequence[Piece], n: int) -> list[Piece]:
     return out
 
 
-def verify(pieces: Sequence[Piece], shards: _Shards) -> tuple[list[int], str]:
+def verify(
+    pieces: Sequence[Piece], shards: _Shards, batch: int, block: int
+) -> tuple[list[int], str]:
     """Jobs whose rows are not where the ledger says, and the first reason."""
     bad: list[int] = []
     why = ""
@@ -129,7 +152,10 @@ def verify(pieces: Sequence[Piece], shards: _Shards) -> tuple[list[int], str]:
                 if f[schema.AUDIO].shape[0] < p.start + p.count:
                     problem = f"{p.shard.name} holds fewer rows than job {p.job} needs"
                 else:
-                    jobs = f["metadata/job"][p.start : p.start + p.count]
+                    blocks = f["metadata/job"][p.start : p.start + p.count].astype(np.int64)
+                    index = f["metadata/preset"][p.start : p.start + p.count]
+                    # Row keys are (sampling block, index): the global preset index.
+                    jobs = (blocks * block + index) // batch
                     if not np.all(jobs == p.job):
                         problem = f"{p.shard.name} rows {p.start}+ are not job {p.job}"
             except (OSError, KeyError, ValueError) as e:
@@ -147,8 +173,7 @@ def merge(
     fingerprint: str,
     pieces: Sequence[Piece],
     *,
-    rejections: Mapping[str, int],
-    renders: int,
+    by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
     attrs: Mapping[str, Any] | None = None,
     library: Library | None = None,
 ) -> MergeResult:
@@ -160,8 +185,8 @@ def merge(
         tp: the run's tier parameters.
         fingerprint: the registry fingerprint.
         pieces: every done job with rows, in job order (jobs past the prefix are ignored).
-        rejections: rejected notes by reason, for the file's attributes.
-        renders: notes rendered.
+        by_job: rejected notes of each done job, by preset in the job and reason: the file
+            counts those of the presets it covers (see :func:`counted_rejections`).
         attrs: extra file attributes (run id, ...).
         library: the run's library (its tables go into the final file).
 
@@ -174,7 +199,7 @@ def merge(
     chosen = take_pieces([p for p in pieces if p.count > 0], n)
     shards = _Shards()
     try:
-        bad, why = verify(chosen, shards)
+        bad, why = verify(chosen, shards, spec.batch_size, spec.sampling.block)
         if bad:
             raise MissingRowsError(bad, why)
         result = MergeResult(out, n, len(chosen), shards=sorted(shards.files))
@@ -205,7 +230,11 @@ def merge(
                 raise MissingRowsError(sorted(damaged), next(iter(damaged.values())))
             if k < n:
                 raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
-            writer.set_rejections(rejections, renders)
+            f = writer.file
+            last = int(f["metadata/job"][n - 1]) * spec.sampling.block + int(
+                f["metadata/preset"][n - 1]
+            )
+            writer.set_rejections(*counted_rejections(spec, by_job, last))
             for key, value in (attrs or {}).items():
                 writer.file.attrs[key] = value
             writer.close()
@@ -225,11 +254,13 @@ def _copy_piece(
         The next free row, and the piece's rows (shard indices) whose checksum failed.
     """
     lo, hi = p.start, p.start + p.count
+    blocks = src["metadata/job"][lo:hi]
     presets = src["metadata/preset"][lo:hi]
     notes = src["metadata/midi_note"][lo:hi]
     keep: list[int] = []
-    seen: set[tuple[int, int]] = set()
-    for i, key in enumerate(zip(presets.tolist(), notes.tolist(), strict=True)):
+    seen: set[tuple[int, int, int]] = set()
+    keys = zip(blocks.tolist(), presets.tolist(), notes.tolist(), strict=True)
+    for i, key in enumerate(keys):
         if key in seen:
             res.duplicates += 1
             continue

@@ -1,5 +1,6 @@
-"""The dataset layout (schema 2.4.0: the 2.1.0 layout of the single-machine generator plus
-row keys, loudness, the preset library and row checksums; nothing of 2.1.0 changed) and its check.
+"""The dataset layout (schema 2.5.0: the 2.1.0 layout of the single-machine generator plus
+row keys, the preset library, row checksums, loudness and DC; nothing of 2.1.0 changed) and
+its check.
 
 ```
 audio/waveforms       (N, 2, T)        float32 (float16 optional), one row per chunk
@@ -11,8 +12,9 @@ metadata/source       (N,)             S10     synthetic | community | factory
 metadata/tier         (N,)             int32
 metadata/preset_hash  (N,)             S64     sha256 of the canonical label
 metadata/preset_name  (N,)             S80
-metadata/job          (N,)             int64   row key: job index     (added in 2.2.0)
-metadata/preset       (N,)             int32   row key: preset in job (added in 2.2.0)
+metadata/job          (N,)             int64   row key: the preset's sampling block (2.2.0)
+metadata/preset       (N,)             int32   row key: index in the block (2.2.0);
+                                               global preset g = job * block + preset
 metadata/rms          (N,)             float32 RMS over both channels (added in 2.2.0)
 metadata/peak         (N,)             float32 absolute peak          (added in 2.2.0)
 metadata/library_preset (N,)           int32   row of presets/*, -1: synthetic (2.3.0)

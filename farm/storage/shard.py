@@ -135,7 +135,7 @@ class ShardWriter:
                 if is_lock_error(e):
                     raise ShardBusyError(f"{self.path} is open elsewhere") from e
                 raise OutputPathError(f"cannot open shard {self.path}: {e}") from e
-            if self._f.attrs.get("run_spec") != spec.to_json():
+            if self._f.attrs.get("run_spec") != spec.data_json():
                 self._f.close()
                 raise OutputPathError(f"{self.path} belongs to another run spec")
             self.rows = int(self._f[schema.AUDIO].shape[0])
@@ -172,7 +172,8 @@ class ShardWriter:
                 "render_duration": r.render_duration,
                 "seed": spec.seed,
                 "registry_fingerprint": fingerprint,
-                "run_spec": spec.to_json(),
+                # The data part only: files of one spec are equal whatever the batch size.
+                "run_spec": spec.data_json(),
                 "rejections": "{}",
                 "renders": 0,
                 "versions": json.dumps(library_versions(), sort_keys=True),
