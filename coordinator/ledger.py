@@ -56,6 +56,7 @@ _ADVANCE = (
 local meta, ctr, sent, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rowsk, rej, collect = KEYS[5], KEYS[6], KEYS[7]
 local beat, active, run_id, running = KEYS[8], KEYS[9], ARGV[9], KEYS[10]
+local audio, dupk = KEYS[11], KEYS[12]
 if ARGV[2] == 'done' then
   local job = ARGV[3]
   if redis.call('HSETNX', done, job, ARGV[5]) == 0 then return {-1, 0, 0} end
@@ -82,7 +83,21 @@ if ARGV[2] == 'done' then
   while true do
     local v = redis.call('HGET', rowsk, tostring(pj))
     if not v then break end
-    pr = pr + tonumber(v)
+    -- Rows join the prefix in canonical order, so "the same audio as an earlier row" is
+    -- decided the same way whatever order jobs finished in, and whatever their size.
+    local hs = cjson.decode(redis.call('HGET', done, tostring(pj)))['hashes']
+    local dup = {}
+    if type(hs) == 'table' then
+      for i, h in ipairs(hs) do
+        if redis.call('SADD', audio, h) == 0 then table.insert(dup, i - 1) end
+      end
+    end
+    if #dup > 0 then
+      redis.call('HSET', dupk, tostring(pj), cjson.encode(dup))
+      redis.call('HINCRBY', rej, 'DUPLICATE_AUDIO', #dup)
+      redis.call('HINCRBY', ctr, 'dup_rows', #dup)
+    end
+    pr = pr + tonumber(v) - #dup
     pj = pj + 1
   end
   redis.call('HSET', ctr, 'prefix_job', pj, 'prefix_rows', pr)
@@ -107,6 +122,7 @@ if tonumber(redis.call('HGET', ctr, 'barren') or '0') >= tonumber(ARGV[8]) then
   redis.call('SREM', active, run_id)
   return {0, 0, 0}
 end
+total = total - tonumber(redis.call('HGET', ctr, 'dup_rows') or '0')
 local per = tonumber(redis.call('HGET', meta, 'per_job'))
 if dj > 0 then per = math.max(total / dj, 0.01) end
 local outstanding = redis.call('HLEN', sent)
@@ -355,6 +371,8 @@ class Ledger:
                 "results",
                 "beat",
                 "running",
+                "audio",
+                "dups",
             )
         }
         self.k["collect"] = p + "collect"
@@ -502,11 +520,14 @@ class Ledger:
         worker: str = "",
         seconds: float = 0.0,
         by_preset: Mapping[int, Mapping[str, int]] | None = None,
+        hashes: Sequence[str] = (),
     ) -> Advance:
         """Record a done job (its rows already flushed to ``shard``) and top up.
 
         Args:
             by_preset: rejected notes by preset index in the job and reason.
+            hashes: each row's audio hash, in row order: a row whose audio an earlier row
+                of the run already has (in canonical order) is not counted.
 
         Returns:
             The jobs to send next and whether to send the collector; ``duplicate`` when
@@ -522,6 +543,7 @@ class Ledger:
             "seconds": round(seconds, 3),
             # Rejections by preset in the job: a dataset counts only the presets it holds.
             "by_preset": {str(i): dict(r) for i, r in (by_preset or {}).items()},
+            "hashes": list(hashes),
         }
         return self._run_advance(
             "done",
@@ -549,6 +571,8 @@ class Ledger:
                     "beat",
                     "active",
                     "running",
+                    "audio",
+                    "dups",
                 ),
                 args=argv,
             )
@@ -618,6 +642,12 @@ class Ledger:
         with translate_errors():
             return sorted(int(j) for j in self.r.hkeys(self.k["sent"]))
 
+    def duplicate_rows(self) -> dict[int, list[int]]:
+        """Rows (offsets in their job) of prefix jobs whose audio an earlier row has."""
+        with translate_errors():
+            raw = self.r.hgetall(self.k["dups"])
+        return {int(j): [int(i) for i in json.loads(v)] for j, v in raw.items()}
+
     def done_details(self) -> dict[int, dict[str, Any]]:
         """Every done job's detail (shard, first row, rows, rejections, renders)."""
         with translate_errors():
@@ -652,10 +682,20 @@ class Ledger:
         for d in details.values():
             for reason, c in d["rejections"].items():
                 rej[reason] = rej.get(reason, 0) + int(c)
+        # The prefix again, with the same audio dedup as the Lua script.
         pj, pr = 0, 0
+        seen: set[str] = set()
+        dups: dict[int, list[int]] = {}
         while pj in details:
-            pr += int(details[pj]["rows"])
+            for i, h in enumerate(details[pj].get("hashes") or []):
+                if h in seen:
+                    dups.setdefault(pj, []).append(i)
+                seen.add(h)
+            pr += int(details[pj]["rows"]) - len(dups.get(pj, []))
             pj += 1
+        dup_rows = sum(len(v) for v in dups.values())
+        if dup_rows:
+            rej["DUPLICATE_AUDIO"] = dup_rows
         ctr: dict[Any, Any] = {
             "total_rows": sum(int(d["rows"]) for d in details.values()),
             "done_jobs": len(details),
@@ -663,13 +703,18 @@ class Ledger:
             "job_seconds": sum(float(d.get("seconds", 0)) for d in details.values()),
             "prefix_job": pj,
             "prefix_rows": pr,
+            "dup_rows": dup_rows,
         }
         with translate_errors():
             pipe = self.r.pipeline(transaction=True)
             pipe.hset(self.k["ctr"], mapping=ctr)
-            pipe.delete(self.k["rej"])
+            pipe.delete(self.k["rej"], self.k["audio"], self.k["dups"])
             if rej:
                 pipe.hset(self.k["rej"], mapping=rej)
+            if seen:
+                pipe.sadd(self.k["audio"], *seen)
+            if dups:
+                pipe.hset(self.k["dups"], mapping={j: json.dumps(v) for j, v in dups.items()})
             pipe.execute()
 
     # -- reading ----------------------------------------------------------------------------

@@ -107,6 +107,12 @@ def _spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-shuffle", is_flag=True, help="No byte-shuffle before compression."),
         click.option("--float16", is_flag=True, help="Store audio as float16."),
         click.option("--no-rules", is_flag=True, help="Switch off the conditional rules."),
+        click.option(
+            "--key-tracking",
+            is_flag=True,
+            help="Keep oscillator key tracking on (no preset sounds the same at every note; "
+            "the data then lacks fixed-pitch sounds).",
+        ),
         click.option("--force", is_flag=True, help="Replace an existing output file."),
         click.option(
             "--community-dir",
@@ -173,7 +179,6 @@ def _build_spec(kw: dict[str, Any]) -> Any:
     """A RunSpec from the spec options (one-line errors for bad values)."""
     from farm.config import (
         CompressionSettings,
-        Constraints,
         RenderSettings,
         RunSpec,
         SamplingSettings,
@@ -201,7 +206,7 @@ def _build_spec(kw: dict[str, Any]) -> Any:
             ),
             sampling=SamplingSettings(
                 sampler=kw["sampler"],
-                constraints=Constraints(rules=()) if kw["no_rules"] else Constraints(),
+                constraints=_constraints(kw),
             ),
             compression=CompressionSettings(
                 codec=kw["codec"],
@@ -212,6 +217,15 @@ def _build_spec(kw: dict[str, Any]) -> Any:
         )
     except ValidationError as e:
         raise _spec_error(e) from None
+
+
+def _constraints(kw: dict[str, Any]) -> Any:
+    from farm.config import Constraints
+
+    rules: tuple[str, ...] = () if kw["no_rules"] else Constraints().rules
+    if kw["key_tracking"]:
+        rules = (*rules, "key_tracking")
+    return Constraints(rules=rules)
 
 
 class _Progress:

@@ -18,6 +18,8 @@ from farm.params.label import Label, Modulation
 from farm.params.sampler import block_key, rng_for
 from farm.render.engine import Outcome, RenderEngine
 from farm.render.validate import Reason, validate
+from farm.storage.compression import audio_dtype
+from farm.storage.integrity import audio_digest
 from farm.storage.shard import Row
 
 _OUTCOME_REASON = {
@@ -73,6 +75,7 @@ def render_job(
     shape = (2, spec.render.samples)
     notes = spec.render.notes
     first = job * spec.batch_size
+    stored = audio_dtype(spec.compression)
     for i, label in enumerate(labels):
         # The row key is the preset's place among all presets, not in this job: the batch
         # size never shows in the data.
@@ -102,6 +105,7 @@ def render_job(
                     v.peak,
                     loudness=v.loudness,
                     dc=v.dc,
+                    audio_hash=audio_digest(r.audio, stored),
                 )
             )
     return result

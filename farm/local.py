@@ -22,6 +22,7 @@ from farm.params.registry import get_registry
 from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
 from farm.render.engine import RenderEngine
+from farm.render.validate import Reason
 from farm.storage.merge import counted_rejections
 from farm.storage.shard import ShardWriter
 
@@ -96,6 +97,7 @@ def generate(
     dedup = _Dedup()
     barren = 0
     by_job: dict[int, dict[int, dict[str, int]]] = {}
+    heard: set[str] = set()
     last = -1
     try:
         library = library_for(spec.sources.library, out.parent if data_dir is None else data_dir)
@@ -111,7 +113,16 @@ def generate(
                     skip=dedup,
                     crash=injected,
                 )
-                rows = result.rows[: spec.n - progress.accepted]
+                # As the ledger does: a row whose audio an earlier row has is left out.
+                fresh = []
+                for r in result.rows:
+                    if r.audio_hash in heard:
+                        i = r.job * spec.sampling.block + r.preset - job * spec.batch_size
+                        result.reject(i, Reason.DUPLICATE_AUDIO)
+                    else:
+                        heard.add(r.audio_hash)
+                        fresh.append(r)
+                rows = fresh[: spec.n - progress.accepted]
                 writer.append(rows)
                 writer.flush()
                 if rows:

@@ -191,3 +191,15 @@ def test_default_block_keeps_default_runs_as_they_were(tp2: TierParams) -> None:
         if p.name not in spec.sampling.constraints.ranges and not p.integer
     ]
     assert np.allclose(got[:, free[:5]], expected[:, free[:5]], atol=1e-6)
+
+
+def test_key_tracking_rule(tp1: TierParams) -> None:
+    rules = (*Constraints().rules, "key_tracking")
+    spec = RunSpec(tier=1, n=10, batch_size=64, sampling=SamplingSettings(
+        constraints=Constraints(rules=rules)))  # fmt: skip
+    cat = np.stack([L.categorical for L in sample_job(spec, tp1, 0)])
+    for name in ("osc_1_midi_track", "osc_2_midi_track"):
+        col = tp1.categorical_index(name)
+        assert set(cat[:, col]) == {tp1.categorical[col].options.index("On")}
+    default = np.stack([L.categorical for L in sample_job(RunSpec(tier=1, n=10), tp1, 0)])
+    assert len(set(default[:, tp1.categorical_index("osc_1_midi_track")])) == 2

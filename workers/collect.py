@@ -68,6 +68,7 @@ def pieces_of(
     """The done jobs' pieces in job order up to the first gap (until they hold n rows),
     with each of those jobs' rejections by preset in the job."""
     details = ledger.done_details()
+    dups = ledger.duplicate_rows()
     spec = ledger.spec()
     n = spec.n
     pieces: list[Piece] = []
@@ -79,12 +80,15 @@ def pieces_of(
         shard = d.get("shard")
         if d["rows"] and (not isinstance(shard, str) or not _SHARD_NAME.match(shard)):
             raise CollectError(f"job {job}: bad shard name in the ledger: {shard!r}")
-        pieces.append(Piece(job, folder / (shard or "none.h5"), int(d["start"]), int(d["rows"])))
+        skip = tuple(dups.get(job, ()))
+        pieces.append(
+            Piece(job, folder / (shard or "none.h5"), int(d["start"]), int(d["rows"]), skip)
+        )
         if "by_preset" in d:
             by_job[job] = {int(i): dict(r) for i, r in d["by_preset"].items()}
         else:  # a job recorded by an older worker: its rejections as a whole
             by_job[job] = {0: dict(d["rejections"])}
-        rows += int(d["rows"])
+        rows += int(d["rows"]) - len(skip)
         job += 1
     return pieces, by_job
 
@@ -112,9 +116,9 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
     out = stored_output(settings.data_dir, meta["output"])
     folder = shard_dir(settings.data_dir, ledger.run_id)
     pieces, by_job = pieces_of(ledger, folder)
-    if sum(p.count for p in pieces) < spec.n:
+    if sum(p.rows for p in pieces) < spec.n:
         raise RunStateError(
-            f"run {ledger.run_id} is not complete ({sum(p.count for p in pieces)}/{spec.n} "
+            f"run {ledger.run_id} is not complete ({sum(p.rows for p in pieces)}/{spec.n} "
             f"rows in finished jobs; state {meta['state']})"
         )
     claim = OutputClaim(settings.data_dir, meta["output"])

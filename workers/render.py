@@ -142,6 +142,7 @@ def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
         worker=ctx.name,
         seconds=time.monotonic() - t0,
         by_preset={i: {str(k): v for k, v in c.items()} for i, c in result.by_preset.items()},
+        hashes=[r.audio_hash for r in result.rows],
     )
     ctx.sender.dispatch(run_id, advance)
     dup = " (duplicate delivery, ignored)" if advance.duplicate else ""

@@ -30,6 +30,9 @@ class Reason(StrEnum):
     """The preset could not be applied (unknown modulation name, refused JSON)."""
     DUPLICATE = "DUPLICATE"
     """A preset with the same label hash was already rendered in the run."""
+    DUPLICATE_AUDIO = "DUPLICATE_AUDIO"
+    """Bit-identical audio to an earlier row of the dataset (another note of the same
+    preset that the note does not change, or another preset that sounds the same)."""
 
 
 class Verdict(NamedTuple):

@@ -34,6 +34,13 @@ def digest(h: Any) -> bytes:
     return bytes(h.hexdigest().encode())
 
 
+def audio_digest(audio: np.ndarray, dtype: Any = np.float32) -> str:
+    """A row's audio as stored (``dtype``), hashed: equal digests are bit-identical audio
+    (clean renders are bit-exact, so exact equality is the right test)."""
+    data = np.ascontiguousarray(audio, dtype=dtype)
+    return str(hashlib.blake2b(data.data, digest_size=16).hexdigest())
+
+
 def checksums(columns: Sequence[np.ndarray]) -> np.ndarray:
     """Checksums of rows given as columns (each with rows on its first axis, in the
     dtype it is stored with, in :func:`~farm.storage.schema.row_datasets` order)."""

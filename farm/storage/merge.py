@@ -42,12 +42,19 @@ LOCK_WAIT_S = 60.0
 
 @dataclass(frozen=True)
 class Piece:
-    """Where one job's accepted rows are: ``count`` rows from row ``start`` of ``shard``."""
+    """Where one job's accepted rows are: ``count`` rows from row ``start`` of ``shard``,
+    less the rows at offsets ``skip`` (their audio is an earlier row's)."""
 
     job: int
     shard: Path
     start: int
     count: int
+    skip: tuple[int, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        """Rows this piece adds to the dataset."""
+        return self.count - len(self.skip)
 
 
 class MissingRowsError(CollectError):
@@ -104,7 +111,10 @@ class _Shards:
 
 
 def counted_rejections(
-    spec: RunSpec, by_job: Mapping[int, Mapping[int, Mapping[str, int]]], last: int
+    spec: RunSpec,
+    by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
+    last: int,
+    duplicates: Sequence[int] = (),
 ) -> tuple[dict[str, int], int]:
     """Rejections and renders of the presets a dataset covers, global indices 0..``last``
     (the preset of its last row), whatever the jobs were: (reasons -> notes, renders).
@@ -113,6 +123,7 @@ def counted_rejections(
         spec: the run spec (batch size and notes).
         by_job: job -> preset index in the job -> reason -> notes.
         last: the global index of the dataset's last preset.
+        duplicates: the global preset index of each row left out as DUPLICATE_AUDIO.
     """
     b = spec.batch_size
     out: Counter[str] = Counter()
@@ -120,6 +131,9 @@ def counted_rejections(
         for i, reasons in presets.items():
             if job * b + int(i) <= last:
                 out.update({str(k): int(v) for k, v in reasons.items()})
+    dup = sum(1 for g in duplicates if g <= last)
+    if dup:
+        out["DUPLICATE_AUDIO"] += dup
     return dict(sorted(out.items())), (last + 1) * len(spec.render.notes)
 
 
@@ -130,7 +144,7 @@ def take_pieces(pieces: Sequence[Piece], n: int) -> list[Piece]:
         if rows >= n:
             break
         out.append(p)
-        rows += p.count
+        rows += p.rows
     if rows < n:
         raise CollectError(f"the ledger's jobs hold {rows} rows, fewer than n={n}")
     return out
@@ -196,7 +210,7 @@ def merge(
     """
     t0 = time.monotonic()
     n = spec.n
-    chosen = take_pieces([p for p in pieces if p.count > 0], n)
+    chosen = take_pieces([p for p in pieces if p.rows > 0], n)
     shards = _Shards()
     try:
         bad, why = verify(chosen, shards, spec.batch_size, spec.sampling.block)
@@ -210,9 +224,20 @@ def merge(
                 ds.resize(n, axis=0)
             k = 0
             damaged: dict[int, str] = {}
+            duplicates: list[int] = []
             for p in chosen:
                 try:
-                    k, bad = _copy_piece(writer.file, shards.files[p.shard], names, p, k, n, result)
+                    k, bad = _copy_piece(
+                        writer.file,
+                        shards.files[p.shard],
+                        names,
+                        p,
+                        k,
+                        n,
+                        result,
+                        duplicates,
+                        spec.sampling.block,
+                    )
                 except (OSError, ValueError, RuntimeError, KeyError) as e:
                     # An index damaged on disk: the rows cannot even be read.
                     if is_disk_full(e):
@@ -234,7 +259,7 @@ def merge(
             last = int(f["metadata/job"][n - 1]) * spec.sampling.block + int(
                 f["metadata/preset"][n - 1]
             )
-            writer.set_rejections(*counted_rejections(spec, by_job, last))
+            writer.set_rejections(*counted_rejections(spec, by_job, last, duplicates))
             for key, value in (attrs or {}).items():
                 writer.file.attrs[key] = value
             writer.close()
@@ -245,10 +270,19 @@ def merge(
 
 
 def _copy_piece(
-    dst: Any, src: Any, names: list[str], p: Piece, k: int, n: int, res: MergeResult
+    dst: Any,
+    src: Any,
+    names: list[str],
+    p: Piece,
+    k: int,
+    n: int,
+    res: MergeResult,
+    duplicates: list[int],
+    block: int,
 ) -> tuple[int, list[int]]:
     """Copy one job's rows (first occurrence of each key, at most ``n - k``) to row ``k``,
-    checking each row's checksum on the bytes copied.
+    checking each row's checksum on the bytes copied; rows whose audio an earlier row has
+    are left out, their global preset indices added to ``duplicates``.
 
     Returns:
         The next free row, and the piece's rows (shard indices) whose checksum failed.
@@ -260,11 +294,15 @@ def _copy_piece(
     keep: list[int] = []
     seen: set[tuple[int, int, int]] = set()
     keys = zip(blocks.tolist(), presets.tolist(), notes.tolist(), strict=True)
+    skip = set(p.skip)
     for i, key in enumerate(keys):
         if key in seen:
             res.duplicates += 1
             continue
         seen.add(key)
+        if i in skip:
+            duplicates.append(key[0] * block + key[1])
+            continue
         keep.append(i)
     keep = keep[: n - k]
     rows = np.asarray(keep, dtype=np.int64)
@@ -280,10 +318,10 @@ def _copy_piece(
                 hashes[j].update(data if decoded is None else decoded(lo + i))
             res.raw_chunks += len(keep)
         else:
-            block = s[lo:hi][rows]
-            d[k : k + len(keep)] = block
+            part = s[lo:hi][rows]
+            d[k : k + len(keep)] = part
             for j in range(len(keep)):
-                hashes[j].update(block[j : j + 1].tobytes())
+                hashes[j].update(part[j : j + 1].tobytes())
     stored = src[schema.CHECKSUM][lo:hi][rows]
     dst[schema.CHECKSUM][k : k + len(keep)] = stored
     bad = [lo + i for j, i in enumerate(keep) if integrity.digest(hashes[j]) != bytes(stored[j])]

@@ -45,8 +45,8 @@ class Row:
     """One accepted row: a rendered note and the label that produced it.
 
     Attributes:
-        job: job index in the run.
-        preset: preset index inside the job.
+        job: the preset's sampling block (the row key, with ``preset``).
+        preset: the preset's index in its block.
         note: MIDI note.
         label: the preset's label.
         audio: float32 (2, T).
@@ -54,6 +54,7 @@ class Row:
         peak: absolute peak.
         loudness: BS.1770 integrated loudness (LUFS).
         dc: mean sample value.
+        audio_hash: the audio as stored, hashed (duplicate rows have equal hashes).
     """
 
     job: int
@@ -65,6 +66,7 @@ class Row:
     peak: float
     loudness: float = float("nan")
     dc: float = 0.0
+    audio_hash: str = ""
 
     @property
     def key(self) -> tuple[int, int, int]:
