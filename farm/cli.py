@@ -108,6 +108,12 @@ def _spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--float16", is_flag=True, help="Store audio as float16."),
         click.option("--no-rules", is_flag=True, help="Switch off the conditional rules."),
         click.option(
+            "--splits",
+            default="0.8,0.1,0.1",
+            show_default=True,
+            help="Train,validation,test fractions of presets (stored as metadata/split).",
+        ),
+        click.option(
             "--key-tracking",
             is_flag=True,
             help="Keep oscillator key tracking on (no preset sounds the same at every note; "
@@ -208,6 +214,7 @@ def _build_spec(kw: dict[str, Any]) -> Any:
                 sampler=kw["sampler"],
                 constraints=_constraints(kw),
             ),
+            splits=_splits(kw["splits"]),
             compression=CompressionSettings(
                 codec=kw["codec"],
                 level=kw["level"],
@@ -217,6 +224,16 @@ def _build_spec(kw: dict[str, Any]) -> Any:
         )
     except ValidationError as e:
         raise _spec_error(e) from None
+
+
+def _splits(value: str) -> Any:
+    from farm.config import SplitSettings
+
+    try:
+        train, validation, test = (float(v) for v in value.split(","))
+    except ValueError:
+        raise UsageError(f"--splits {value!r}: give three fractions, e.g. 0.8,0.1,0.1") from None
+    return SplitSettings(train=train, validation=validation, test=test)
 
 
 def _constraints(kw: dict[str, Any]) -> Any:

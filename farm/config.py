@@ -153,6 +153,22 @@ class SourceSettings(_Frozen):
         return self
 
 
+class SplitSettings(_Frozen):
+    """How a dataset's rows divide into train / validation / test: by preset (every note of
+    a preset on the same side), from a keyed hash of the preset and the run's seed, so the
+    split is the same on any machine and for any batch size, and stored in the file."""
+
+    train: float = Field(0.8, ge=0.0, le=1.0)
+    validation: float = Field(0.1, ge=0.0, le=1.0)
+    test: float = Field(0.1, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitSettings:
+        if abs(self.train + self.validation + self.test - 1.0) > 1e-6:
+            raise ValueError("train, validation and test fractions must add up to 1")
+        return self
+
+
 class WeightsSettings(_Frozen):
     """A parameter-importance run (``farm compute-weights``): each job is one base preset,
     rendered twice (the noise floor) and once per parameter moved by ``delta``."""
@@ -183,6 +199,8 @@ class RunSpec(_Frozen):
     sampling: SamplingSettings = SamplingSettings()
     compression: CompressionSettings = CompressionSettings()
     sources: SourceSettings = SourceSettings()
+    splits: SplitSettings = SplitSettings()
+    """Train / validation / test fractions, by preset (``metadata/split``)."""
     weights: WeightsSettings | None = None
     """Set for a parameter-importance run (its output is JSON, not rows)."""
 

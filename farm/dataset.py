@@ -3,14 +3,13 @@ other).
 
 The HDF5 file is opened lazily, once per process: an h5py handle must not cross a fork or
 be pickled, so each DataLoader worker opens its own on its first item. The train /
-validation split is by preset (every note of a preset on the same side, so validation never
-hears a preset it was trained on) and decided by a keyed hash of the preset, so it is the
-same on every machine, for every process count, and stable when the file grows.
+validation / test split is the one stored in the file (by preset: every note of a preset
+on the same side, so validation never hears a preset it was trained on; from a keyed hash
+of the preset, so it is the same on every machine and stable when the file grows).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -21,6 +20,7 @@ import numpy as np
 from farm.errors import DatasetError
 from farm.storage import schema
 from farm.storage.reader import FarmReader
+from farm.storage.splits import SIDES, position
 
 #: Short names of the array fields; metadata fields go by their own name (``midi_note``).
 ARRAYS: dict[str, str] = {
@@ -42,19 +42,10 @@ def _torch() -> Any:
 
 
 def in_validation(preset_hashes: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Which rows fall on the validation side: a preset's keyed hash (with ``seed``) read
-    as a number in [0, 1) below ``fraction``."""
-    key = str(seed).encode()
+    """Which rows fall on the validation side of a two-way split made here: a preset's
+    keyed hash (with ``seed``) read as a number in [0, 1) below ``fraction``."""
     presets, row_preset = np.unique(preset_hashes, return_inverse=True)
-    side = np.array(
-        [
-            int.from_bytes(hashlib.blake2b(bytes(h), key=key, digest_size=8).digest(), "big")
-            / 2.0**64
-            < fraction
-            for h in presets
-        ],
-        dtype=bool,
-    )
+    side = np.array([position(h, seed) < fraction for h in presets], dtype=bool)
     return side[row_preset.reshape(-1)]
 
 
@@ -67,9 +58,12 @@ class FarmDataset:
             ``categorical`` (K,) option indices, ``modulation`` (tier 3), ``wavetable``
             (3,), or a metadata name (``midi_note``, ``preset_hash``, ``rms``, ...; strings
             come back as ``str``).
-        split: ``"train"``, ``"validation"`` or None (every row).
-        validation_fraction: share of presets on the validation side.
-        seed: the split's key; the same seed gives the same split anywhere.
+        split: ``"train"``, ``"validation"``, ``"test"`` or None (every row). Files of
+            schema 2.6.0 and later store their split (``metadata/split``, by preset, the
+            run's fractions and seed): it is used as it is.
+        validation_fraction: instead of the stored split, a two-way split made here with
+            this share of presets on the validation side (files before 2.6.0: 0.1).
+        seed: the key of a split made here; the same seed gives the same split anywhere.
         as_torch: numeric fields as torch tensors (default: when torch is installed).
 
     Raises:
@@ -81,15 +75,17 @@ class FarmDataset:
         path: str | os.PathLike[str],
         fields: Sequence[str] = DEFAULT_FIELDS,
         *,
-        split: Literal["train", "validation"] | None = None,
-        validation_fraction: float = 0.1,
-        seed: int = 0,
+        split: Literal["train", "validation", "test"] | None = None,
+        validation_fraction: float | None = None,
+        seed: int | None = None,
         as_torch: bool | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        if split not in (None, "train", "validation"):
-            raise DatasetError(f"split must be 'train', 'validation' or None, not {split!r}")
-        if not 0.0 <= validation_fraction <= 1.0:
+        if split is not None and split not in SIDES:
+            raise DatasetError(
+                f"split must be {', '.join(map(repr, SIDES))} or None, not {split!r}"
+            )
+        if validation_fraction is not None and not 0.0 <= validation_fraction <= 1.0:
             raise DatasetError(f"validation_fraction {validation_fraction} is not in [0, 1]")
         if isinstance(fields, str):
             fields = (fields,)
@@ -101,11 +97,23 @@ class FarmDataset:
             f = reader.file
             self.sources = {name: self._source(f, name) for name in fields}
             hashes = f["metadata/preset_hash"][...]
+            stored = f["metadata/split"][...] if "metadata/split" in f else None
         self.fields = tuple(fields)
         rows = np.arange(len(hashes))
-        if split is not None:
-            val = in_validation(hashes, validation_fraction, seed)
+        own = validation_fraction is not None or seed is not None or stored is None
+        if split is not None and own:
+            # A two-way split made here (files before 2.6.0, or asked for explicitly).
+            if split == "test":
+                raise DatasetError(
+                    "a split made here (validation_fraction/seed, or a file before schema "
+                    "2.6.0) has no test side; use the file's stored split"
+                )
+            frac = 0.1 if validation_fraction is None else validation_fraction
+            val = in_validation(hashes, frac, 0 if seed is None else seed)
             rows = rows[val] if split == "validation" else rows[~val]
+        elif split is not None:
+            assert stored is not None
+            rows = rows[stored == split.encode()]
         self.rows = rows
         self._file: h5py.File | None = None
         self._pid = -1

@@ -11,8 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
+from farm.config import SplitSettings
 from farm.dataset import FarmDataset
 from farm.errors import DatasetError
+from farm.storage.splits import SIDES
+from farm.storage.splits import sides as split_sides
 
 
 def test_items_are_the_file_rows(dataset_file: Path) -> None:
@@ -50,6 +53,21 @@ def test_split_by_preset_is_deterministic(dataset_file: Path) -> None:
     assert any(not np.array_equal(o, val.rows) for o in other)
 
 
+def test_stored_split_by_preset(dataset_file: Path) -> None:
+    """The file's own train / validation / test split (fractions 0.8/0.1/0.1 of presets, the
+    run's seed): disjoint, complete, preset-pure, and what the run's seed gives anywhere."""
+    sides = {s: FarmDataset(dataset_file, ["preset_hash"], split=s) for s in SIDES}
+    rows = [set(ds.rows.tolist()) for ds in sides.values()]
+    assert sum(len(r) for r in rows) == 40 and set().union(*rows) == set(range(40))
+    presets = [{ds[i]["preset_hash"] for i in range(len(ds))} for ds in sides.values()]
+    assert all(a.isdisjoint(b) for i, a in enumerate(presets) for b in presets[i + 1 :])
+    assert len(sides["train"]) > len(sides["test"])
+    with h5py.File(dataset_file, "r") as f:
+        stored = f["metadata/split"][:]
+        expected = split_sides(f["metadata/preset_hash"][:], SplitSettings(), seed=11)
+    np.testing.assert_array_equal(stored, expected)
+
+
 def test_bad_arguments_are_clear(dataset_file: Path, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"no field 'nope'.*continuous"):
         FarmDataset(dataset_file, ["nope"])
@@ -61,7 +79,9 @@ def test_bad_arguments_are_clear(dataset_file: Path, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not a readable HDF5"):
         FarmDataset(tmp_path / "junk.h5")
     with pytest.raises(DatasetError, match="split"):
-        FarmDataset(dataset_file, split="test")  # type: ignore[arg-type]
+        FarmDataset(dataset_file, split="tset")  # type: ignore[arg-type]
+    with pytest.raises(DatasetError, match="no test side"):
+        FarmDataset(dataset_file, split="test", validation_fraction=0.2)
 
 
 def _sums(args: tuple[FarmDataset, list[int]]) -> list[float]:

@@ -1,6 +1,6 @@
-"""The dataset layout (schema 2.5.0: the 2.1.0 layout of the single-machine generator plus
-row keys, the preset library, row checksums, loudness and DC; nothing of 2.1.0 changed) and
-its check.
+"""The dataset layout (schema 2.6.0: the 2.1.0 layout of the single-machine generator plus
+row keys, the preset library, row checksums, loudness and DC, stored splits; nothing of 2.1.0
+changed) and its check.
 
 ```
 audio/waveforms       (N, 2, T)        float32 (float16 optional), one row per chunk
@@ -27,6 +27,7 @@ presets/state         (P,)             str     JSON of a real preset's non-scala
 presets/name, author, origin, source, hash (P,) str; presets/dropped_modulations (P,) int32
 metadata/loudness     (N,)             float32 BS.1770 integrated loudness, LUFS (2.5.0)
 metadata/dc           (N,)             float32 mean sample value (DC offset)     (2.5.0)
+metadata/split        (N,)             S10     train | validation | test, by preset (2.6.0)
 metadata/checksum     (N,)             S32     blake2b-128 of the row's bytes in every other
                                                per-row dataset, made where it was rendered
                                                (2.4.0; `farm verify` re-checks it)
@@ -47,7 +48,7 @@ import numpy as np
 
 from farm.errors import DatasetError
 
-SCHEMA_VERSION = "2.5.0"
+SCHEMA_VERSION = "2.6.0"
 
 AUDIO = "audio/waveforms"
 CONTINUOUS = "params/continuous"
@@ -69,10 +70,15 @@ METADATA: dict[str, str] = {
     "library_preset": "int32",
     "loudness": "float32",
     "dc": "float32",
+    "split": "S10",
 }
 
 #: Metadata added after 2.3.0: a file of an older schema lacks it (and is still valid).
-METADATA_SINCE: dict[str, tuple[int, ...]] = {"loudness": (2, 5, 0), "dc": (2, 5, 0)}
+METADATA_SINCE: dict[str, tuple[int, ...]] = {
+    "loudness": (2, 5, 0),
+    "dc": (2, 5, 0),
+    "split": (2, 6, 0),
+}
 
 CHECKSUM = "metadata/checksum"
 #: The first schema whose rows carry checksums.

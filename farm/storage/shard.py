@@ -32,6 +32,7 @@ from farm.paths import temp_name
 from farm.storage import schema
 from farm.storage.compression import audio_dtype, dataset_options
 from farm.storage.integrity import checksums
+from farm.storage.splits import side_of
 from farm.storage.tables import write_library_tables
 
 if TYPE_CHECKING:
@@ -284,6 +285,9 @@ class ShardWriter:
             "dc": [r.dc for r in rows],
             "library_preset": [r.label.state for r in rows],
         }
+        meta["split"] = [
+            side_of(r.label.hash, self.spec.splits, self.spec.seed).encode() for r in rows
+        ]
         for name, values in meta.items():
             columns[f"metadata/{name}"] = np.array(values, dtype=schema.METADATA[name])
         return columns
