@@ -208,6 +208,7 @@ _MOVE = (
     _NOW
     + """
 local meta, active, collect = KEYS[1], KEYS[2], KEYS[3]
+local sent, beat, running = KEYS[4], KEYS[5], KEYS[6]
 local state = redis.call('HGET', meta, 'state')
 if not state then return '' end
 local ok = false
@@ -223,6 +224,9 @@ else
 end
 if ARGV[2] == 'running' then redis.call('DEL', collect) end
 if ARGV[2] == 'collecting' then redis.call('SET', collect, now) end
+-- Done: jobs still out (sent past the rows the file needed) are not needed any more. A
+-- failed or cancelled run keeps them, for resume.
+if ARGV[2] == 'done' then redis.call('DEL', sent, beat, running) end
 return 'ok'
 """
 )
@@ -471,7 +475,14 @@ class Ledger:
         ``only_from``; True when it moved. Keeps the set of active runs in step."""
         with translate_errors():
             got = self._move(
-                keys=[self.k["meta"], ACTIVE_KEY, self.k["collect"]],
+                keys=[
+                    self.k["meta"],
+                    ACTIVE_KEY,
+                    self.k["collect"],
+                    self.k["sent"],
+                    self.k["beat"],
+                    self.k["running"],
+                ],
                 args=[json.dumps(list(only_from)), to, json.dumps(fields), self.run_id],
             )
         return str(got) == "ok"

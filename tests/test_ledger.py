@@ -66,3 +66,17 @@ def test_reset_rebuilds_the_dedup(client: redis.Redis) -> None:
     assert ledger.duplicate_rows() == {1: [0]}
     assert ledger.status().accepted == 5
     assert ledger.state() == COLLECTING
+
+
+def test_a_done_run_has_nothing_outstanding(client: redis.Redis) -> None:
+    """Jobs sent past what the file needed are dropped when the run is done (a failed or
+    cancelled run keeps them, for resume)."""
+    ledger = _ledger(client, "done-clears")
+    assert ledger.outstanding() == [0, 1, 2]
+    _finish(ledger, 0, ["a", "b", "c"])
+    _finish(ledger, 1, ["d", "e", "f"])  # 6 rows >= n = 5: job 2 is not needed
+    assert ledger.state() == COLLECTING and ledger.outstanding() == [2]
+    kept = _ledger(client, "failed-keeps")
+    assert kept.fail("test") and kept.outstanding()
+    assert ledger.move("done", only_from=(COLLECTING,))
+    assert ledger.outstanding() == [] and ledger.status().outstanding == 0
