@@ -30,7 +30,7 @@ CONFIGS = {
 }
 
 
-def _run(args: tuple[int, str, list[int], int]) -> tuple[int, Counter[str]]:
+def _run(args: tuple[int, str, list[int], int]) -> tuple[int, Counter[str], list[tuple[int, str]]]:
     tier, config, jobs, batch = args
     spec = RunSpec(
         tier=tier,
@@ -42,11 +42,13 @@ def _run(args: tuple[int, str, list[int], int]) -> tuple[int, Counter[str]]:
     tp = tier_params(get_registry(), tier)
     engine = RenderEngine(tp, spec.render)
     accepted, rejections = 0, Counter[str]()
+    hashes: list[tuple[int, str]] = []
     for j in jobs:
         r = render_job(engine, spec, j, sample_job(spec, tp, j))
         accepted += len(r.rows)
         rejections.update(r.rejections)
-    return accepted, rejections
+        hashes += [(j, row.audio_hash) for row in r.rows]
+    return accepted, rejections, hashes
 
 
 def main() -> None:
@@ -58,8 +60,9 @@ def main() -> None:
     batch = 8
     jobs = list(range(max(1, a.presets // batch)))
     print(f"{len(jobs) * batch} presets x 3 notes per cell, seed 2026, {a.procs} processes")
-    print("| tier | constraints | accepted / renders | silent | other rejections |")
-    print("|---|---|---|---|---|")
+    print("| tier | constraints | accepted / renders | silent | duplicate audio | "
+          "distinct rows / renders | other rejections |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     with mp.get_context("fork").Pool(a.procs) as pool:
         for tier in (int(t) for t in a.tiers.split(",")):
             for config in CONFIGS:
@@ -71,10 +74,15 @@ def main() -> None:
                 rej = sum((p[1] for p in parts), Counter())
                 renders = acc + sum(rej.values())
                 silent = rej.pop("SILENT", 0)
+                # The farm's audio dedup: in canonical (job) order, later copies go.
+                ordered = sorted((h for p in parts for h in p[2]), key=lambda x: x[0])
+                distinct = len({h for _, h in ordered})
                 other = ", ".join(f"{k} {v}" for k, v in sorted(rej.items())) or "-"
                 print(
                     f"| {tier} | {config} | {acc}/{renders} = {acc / renders:.1%} | "
-                    f"{silent / renders:.1%} | {other} |  <!-- {time.monotonic() - t0:.0f}s -->",
+                    f"{silent / renders:.1%} | {acc - distinct} | "
+                    f"{distinct}/{renders} = **{distinct / renders:.1%}** | {other} |"
+                    f"  <!-- {time.monotonic() - t0:.0f}s -->",
                     flush=True,
                 )
 
