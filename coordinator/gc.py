@@ -21,7 +21,7 @@ import redis
 
 from coordinator.ledger import DONE, Ledger, list_runs
 from farm.config import RunSpec
-from farm.paths import writer_gone
+from farm.paths import pid_alive, writer_gone
 from farm.store import Store
 
 #: A temporary file of another host older than this is taken as abandoned.
@@ -87,7 +87,8 @@ def find_garbage(client: redis.Redis, data_dir: str | os.PathLike[str]) -> Garba
     out.items += [(p, "temporary file of a finished writer") for p in _dead_temps(root)]
     farm_dir = root / ".farm"
     for tmp in sorted(farm_dir.glob("tmp-*")) if farm_dir.is_dir() else []:
-        if not _pid_alive(tmp.name.removeprefix("tmp-")):
+        pid = tmp.name.removeprefix("tmp-")
+        if not (pid.isdigit() and pid_alive(int(pid))):
             out.items.append((tmp, "temporary folder of stopped local workers"))
     return out
 
@@ -123,15 +124,3 @@ def _dead_temps(root: Path) -> Iterator[Path]:
             continue
         if old or writer_gone(tmp):
             yield tmp
-
-
-def _pid_alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True

@@ -205,18 +205,21 @@ def temp_writer(tmp: Path) -> tuple[str, int] | None:
     return parts[0], int(parts[1])
 
 
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` of this host exists (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def writer_gone(tmp: Path) -> bool:
     """True when ``tmp`` was made by a process of this host that no longer exists."""
     who = temp_writer(tmp)
-    if who is None or who[0] != this_host():
-        return False
-    try:
-        os.kill(who[1], 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    return who is not None and who[0] == this_host() and not pid_alive(who[1])
 
 
 def remove_dead_temps(path: Path) -> list[Path]:
