@@ -1,7 +1,8 @@
 """The price of what every row gets besides its render: the checksum the worker makes
 (over the row's columns as they are written), the check the collector makes (hashing the
-bytes it copies, as `farm verify` does), and the BS.1770 loudness and DC measures of
-validation, against the time the same rows take to render, in one run on the same presets.
+bytes it copies, as `farm verify` does), the BS.1770 loudness and DC measures of
+validation, the audio hash of the dedup and the active-parameter mask, against the time
+the same rows take to render, in one run on the same presets.
 
     python bench/integrity.py [--presets 12] [--tier 2]
 """
@@ -17,13 +18,15 @@ import h5py
 
 from farm.config import RunSpec
 from farm.jobs import render_job
+from farm.params.active import active_mask
 from farm.params.registry import get_registry
 from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
 from farm.render.engine import RenderEngine
 from farm.render.loudness import dc_offset, integrated_loudness
 from farm.storage import schema
-from farm.storage.integrity import checksums, verify_rows
+from farm.storage.compression import audio_dtype
+from farm.storage.integrity import audio_digest, checksums, verify_rows
 from farm.storage.shard import ShardWriter
 
 
@@ -73,13 +76,27 @@ def main() -> None:
         integrated_loudness(r.audio, spec.render.sample_rate)
         dc_offset(r.audio)
     loud_s = (time.perf_counter() - t0) / len(rows)
+    stored = audio_dtype(spec.compression)
+    t0 = time.perf_counter()
+    for r in rows:
+        audio_digest(r.audio, stored)
+    hash_s = (time.perf_counter() - t0) / len(rows)
+    t0 = time.perf_counter()
+    for label in labels:  # once per preset; charged to its accepted rows
+        active_mask(label, tp)
+    mask_s = (time.perf_counter() - t0) / len(rows)
     print(f"checksum made in the worker: {make_s * 1e3:.3f} ms per row")
+    print(f"audio hash (dedup): {hash_s * 1e3:.3f} ms per row")
+    print(f"active-parameter mask: {mask_s * 1e3:.3f} ms per row")
     print(f"checksum checked (collector / farm verify): {check_s * 1e3:.3f} ms per row")
     print(f"loudness + dc in validation: {loud_s * 1e3:.3f} ms per row")
     ratio = (make_s + check_s) / per_render
     print(f"checksums: {ratio:.2%} of render time per row (target <= 1%)")
-    worker = (make_s + loud_s) / per_render
-    print(f"in the worker, checksum + loudness: {worker:.2%} of render time (target <= 2%)")
+    worker = (make_s + loud_s + hash_s + mask_s) / per_render
+    print(
+        f"in the worker, checksum + loudness + audio hash + mask: {worker:.2%} of render "
+        "time (target <= 2%)"
+    )
 
 
 if __name__ == "__main__":

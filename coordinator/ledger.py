@@ -421,7 +421,7 @@ class Ledger:
             "n": spec.n,
             "tier": spec.tier,
             "window": window,
-            "per_job": spec.batch_size * len(spec.render.notes),
+            "per_job": spec.batch_size * spec.render.notes_per_preset,
             "keep_shards": int(keep_shards),
             "faults": (faults or Faults()).model_dump_json(),
             "kind": "dataset" if spec.weights is None else "weights",

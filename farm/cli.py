@@ -24,17 +24,50 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _notes(value: str) -> tuple[int, ...]:
+def _notes(value: str, per_preset: int | None = None) -> Any:
+    """``--notes``: a list of MIDI notes, or ``LO:HI`` with ``--notes-per-preset K``."""
+    if ":" in value:
+        lo, hi = _span(value, int, "--notes")
+        if per_preset is None:
+            raise UsageError(f"--notes {value}: a range needs --notes-per-preset K")
+        from farm.config import NoteDraw
+
+        try:
+            return NoteDraw(lo=lo, hi=hi, per_preset=per_preset)
+        except ValidationError as e:
+            raise UsageError(f"--notes {value}: {_message(e)}") from None
+    if per_preset is not None:
+        raise UsageError("--notes-per-preset goes with a --notes LO:HI range")
     try:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of MIDI notes") from None
+        raise UsageError(f"--notes {value!r} is not a comma-separated list of MIDI notes") from None
+
+
+def _span(value: str, kind: Callable[[str], Any], option: str) -> Any:
+    """``X`` (one value) or ``LO:HI`` (a range drawn per row) of an option."""
+    try:
+        if ":" not in value:
+            return kind(value)
+        lo, hi = value.split(":")
+        return (kind(lo), kind(hi))
+    except ValueError:
+        raise UsageError(f"{option} {value!r}: give a value or LO:HI") from None
+
+
+def _range(v: float | list[float], unit: str = "") -> str:
+    """A fixed value, or LO:HI for a value drawn per row."""
+    return f"{v[0]:g}:{v[1]:g}{unit} per row" if isinstance(v, list) else f"{v:g}{unit}"
+
+
+def _message(e: ValidationError) -> str:
+    return str(e.errors()[0]["msg"]).removeprefix("Value error, ")
 
 
 def _spec_error(e: ValidationError) -> UsageError:
     first = e.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "spec"
-    return UsageError(f"invalid {where}: {first['msg']}")
+    return UsageError(f"invalid {where}: {_message(e)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,23 +112,59 @@ def _spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tier", type=int, default=1, show_default=True, help="Tier 1, 2 or 3."),
         click.option("-n", "n", type=int, required=True, help="Accepted rows (notes) to make."),
         click.option("-o", "--output", default=None, help="Output [default: tier{T}_{n}.h5]."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed of every draw: the same spec and seed make the same rows.",
+        ),
         click.option(
             "--batch-size", type=int, default=16, show_default=True, help="Presets per job."
         ),
         click.option(
-            "--notes", default="48,60,72", show_default=True, help="MIDI notes per preset."
+            "--notes",
+            default="48,60,72",
+            show_default=True,
+            help="MIDI notes every preset plays, or LO:HI to draw --notes-per-preset "
+            "distinct notes per preset.",
+        ),
+        click.option(
+            "--notes-per-preset",
+            type=int,
+            default=None,
+            help="With --notes LO:HI: distinct notes drawn per preset (rows per preset).",
         ),
         click.option(
             "--sampler",
             type=click.Choice(["lhs", "random", "sobol"]),
             default="lhs",
             show_default=True,
+            help="Continuous sampler: Latin Hypercube per block of 16 presets, i.i.d. "
+            "uniform, or scrambled Sobol.",
         ),
-        click.option("--velocity", type=float, default=0.8, show_default=True),
-        click.option("--note-duration", type=float, default=1.5, show_default=True),
-        click.option("--render-duration", type=float, default=2.0, show_default=True),
-        click.option("--sample-rate", type=int, default=44100, show_default=True),
+        click.option(
+            "--velocity",
+            default="0.8",
+            show_default=True,
+            help="Note-on velocity 0..1, or LO:HI drawn per row (stored as "
+            "metadata/velocity). The init patch ignores velocity; velocity_track (tier 2, 3) "
+            "and velocity modulation make it heard.",
+        ),
+        click.option(
+            "--note-duration",
+            default="1.5",
+            show_default=True,
+            help="Seconds the key is held, or LO:HI drawn per row (metadata/note_duration).",
+        ),
+        click.option(
+            "--render-duration",
+            type=float,
+            default=2.0,
+            show_default=True,
+            help="Seconds of audio per row, release tail included.",
+        ),
+        click.option("--sample-rate", type=int, default=44100, show_default=True, help="Hz."),
         click.option(
             "--codec",
             type=click.Choice(["none", "gzip", "lzf", "blosc2-zstd", "bitshuffle-lz4"]),
@@ -204,9 +273,9 @@ def _build_spec(kw: dict[str, Any]) -> Any:
             seed=kw["seed"],
             batch_size=kw["batch_size"],
             render=RenderSettings(
-                notes=_notes(kw["notes"]),
-                velocity=kw["velocity"],
-                note_duration=kw["note_duration"],
+                notes=_notes(kw["notes"], kw["notes_per_preset"]),
+                velocity=_span(kw["velocity"], float, "--velocity"),
+                note_duration=_span(kw["note_duration"], float, "--note-duration"),
                 render_duration=kw["render_duration"],
                 sample_rate=kw["sample_rate"],
             ),
@@ -365,10 +434,17 @@ def inspect(
                 f"  audio {info['audio_shape']} {info['audio_dtype']} at "
                 f"{info['sample_rate']} Hz, compression {info['compression']}"
             )
+            render = info["run_spec"].get("render", {})
+            drawn = render.get("notes")
+            notes = (
+                f"{drawn['per_preset']} drawn per preset from {drawn['lo']}..{drawn['hi']}"
+                if isinstance(drawn, dict)
+                else str(info["notes"])
+            )
             click.echo(
-                f"  notes {info['notes']} rows/note {info['rows_per_note']} velocity "
-                f"{info['velocity']} note {info['note_duration']}s render "
-                f"{info['render_duration']}s seed {info['seed']}"
+                f"  notes {notes}, rows/note {info['rows_per_note']}, velocity "
+                f"{_range(info['velocity'])}, note {_range(info['note_duration'], ' s')}, render "
+                f"{info['render_duration']} s, seed {info['seed']}"
             )
             click.echo(f"  sources {info['sources']}")
             acc = (renders - sum(rej.values())) / renders if renders else 0.0

@@ -22,15 +22,46 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class RenderSettings(_Frozen):
-    """How each row is rendered."""
+class NoteDraw(_Frozen):
+    """``per_preset`` distinct MIDI notes drawn for each preset from ``lo..hi``."""
 
-    notes: tuple[int, ...] = Field(DEFAULT_NOTES, min_length=1, max_length=128)
-    """MIDI notes rendered per preset; one row per accepted note."""
-    velocity: float = Field(0.8, ge=0.0, le=1.0)
-    """Note-on velocity, 0..1."""
-    note_duration: float = Field(1.5, gt=0.0, le=60.0)
-    """Seconds the key is held."""
+    lo: int = Field(..., ge=0, le=127)
+    hi: int = Field(..., ge=0, le=127)
+    per_preset: int = Field(..., ge=1, le=128)
+
+    @model_validator(mode="after")
+    def _fits(self) -> NoteDraw:
+        if self.lo > self.hi:
+            raise ValueError("the lowest note must not be above the highest")
+        if self.per_preset > self.hi - self.lo + 1:
+            raise ValueError(
+                f"{self.per_preset} distinct notes per preset do not fit in {self.lo}..{self.hi}"
+            )
+        return self
+
+
+def _check_span(v: float | tuple[float, float], lo: float, hi: float, what: str) -> None:
+    values = v if isinstance(v, tuple) else (v,)
+    if any(not lo <= x <= hi for x in values):
+        raise ValueError(f"{what} must be within {lo:g}..{hi:g}")
+    if isinstance(v, tuple) and v[0] > v[1]:
+        raise ValueError(f"{what} range must be LO:HI with LO <= HI")
+
+
+class RenderSettings(_Frozen):
+    """How each row is rendered. Velocity, note length and notes are single values (every
+    row the same, today's default) or ranges drawn per row from the seed and the row's
+    global preset index (:mod:`farm.render.performance`), never from the schedule."""
+
+    notes: tuple[int, ...] | NoteDraw = Field(DEFAULT_NOTES)
+    """MIDI notes rendered per preset (one row per accepted note), or notes drawn per
+    preset (:class:`NoteDraw`)."""
+    velocity: float | tuple[float, float] = 0.8
+    """Note-on velocity, 0..1, or a (lo, hi) range drawn per row. vita's default patch
+    ignores velocity (``velocity_track`` 0): it changes the sound through
+    ``velocity_track`` (tier 2 and 3) and modulations from the ``velocity`` source."""
+    note_duration: float | tuple[float, float] = 1.5
+    """Seconds the key is held, or a (lo, hi) range drawn per row."""
     render_duration: float = Field(2.0, gt=0.0, le=60.0)
     """Seconds rendered (includes the release tail after ``note_duration``)."""
     sample_rate: int = Field(44100, ge=8000, le=192000)
@@ -40,17 +71,55 @@ class RenderSettings(_Frozen):
 
     @field_validator("notes")
     @classmethod
-    def _notes_are_midi(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+    def _notes_are_midi(cls, v: tuple[int, ...] | NoteDraw) -> tuple[int, ...] | NoteDraw:
+        if isinstance(v, NoteDraw):
+            return v
+        if not 1 <= len(v) <= 128:
+            raise ValueError("give 1 to 128 notes")
         if any(not 0 <= n <= 127 for n in v):
             raise ValueError("notes must be MIDI note numbers 0..127")
         if len(set(v)) != len(v):
             raise ValueError("notes must not repeat")
         return v
 
+    @field_validator("velocity")
+    @classmethod
+    def _velocity_in_range(cls, v: float | tuple[float, float]) -> float | tuple[float, float]:
+        _check_span(v, 0.0, 1.0, "velocity")
+        return v
+
+    @field_validator("note_duration")
+    @classmethod
+    def _duration_in_range(cls, v: float | tuple[float, float]) -> float | tuple[float, float]:
+        _check_span(v, 0.0, 60.0, "note duration")
+        if min(v if isinstance(v, tuple) else (v,)) <= 0:
+            raise ValueError("note duration must be above 0 seconds")
+        return v
+
     @property
     def samples(self) -> int:
         """Samples per channel of one row."""
         return round(self.render_duration * self.sample_rate)
+
+    @property
+    def notes_per_preset(self) -> int:
+        """Rows rendered per preset (accepted or not)."""
+        return self.notes.per_preset if isinstance(self.notes, NoteDraw) else len(self.notes)
+
+    @property
+    def longest_note(self) -> float:
+        """The longest note duration a row can have."""
+        d = self.note_duration
+        return max(d) if isinstance(d, tuple) else d
+
+    @property
+    def varied(self) -> bool:
+        """Whether notes, velocity or note length vary from row to row."""
+        return (
+            isinstance(self.notes, NoteDraw)
+            or isinstance(self.velocity, tuple)
+            or isinstance(self.note_duration, tuple)
+        )
 
 
 class ValidationSettings(_Frozen):
@@ -213,7 +282,7 @@ class RunSpec(_Frozen):
 
     @model_validator(mode="after")
     def _render_covers_note(self) -> RunSpec:
-        if self.render.render_duration < self.render.note_duration:
+        if self.render.render_duration < self.render.longest_note:
             raise ValueError("render_duration must be >= note_duration")
         return self
 

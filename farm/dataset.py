@@ -29,6 +29,8 @@ ARRAYS: dict[str, str] = {
     "categorical": schema.CATEGORICAL,
     "modulation": schema.MODULATION,
     "wavetable": schema.WAVETABLE,
+    "active_continuous": schema.ACTIVE_CONTINUOUS,
+    "active_categorical": schema.ACTIVE_CATEGORICAL,
 }
 DEFAULT_FIELDS = ("audio", "continuous", "categorical")
 
@@ -56,7 +58,9 @@ class FarmDataset:
         path: the ``.h5`` file.
         fields: what each item holds: ``audio`` (2, T), ``continuous`` (C,) in [0, 1],
             ``categorical`` (K,) option indices, ``modulation`` (tier 3), ``wavetable``
-            (3,), or a metadata name (``midi_note``, ``preset_hash``, ``rms``, ...; strings
+            (3,), ``active_continuous`` (C,) / ``active_categorical`` (K,) bool masks of
+            the parameters that can change the row's sound (schema 2.7.0), or a metadata
+            name (``midi_note``, ``preset_hash``, ``rms``, ...; strings
             come back as ``str``).
         split: ``"train"``, ``"validation"``, ``"test"`` or None (every row). Files of
             schema 2.6.0 and later store their split (``metadata/split``, by preset, the

@@ -30,7 +30,7 @@ def estimate_bytes(spec: RunSpec, extra_jobs: int = 0, rows: int | None = None) 
     up to jobs, plus ``extra_jobs`` that may finish past the last needed one) and the
     final file of ``rows`` rows (default ``spec.n``)."""
     rows = spec.n if rows is None else rows
-    per_job = spec.batch_size * len(spec.render.notes)
+    per_job = spec.batch_size * spec.render.notes_per_preset
     jobs = -(-rows // per_job) + max(extra_jobs, 0)
     return row_bytes(spec) * (jobs * per_job + rows)
 

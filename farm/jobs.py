@@ -17,6 +17,7 @@ from farm.config import RunSpec
 from farm.params.label import Label, Modulation
 from farm.params.sampler import block_key, rng_for
 from farm.render.engine import Outcome, RenderEngine
+from farm.render.performance import performances
 from farm.render.validate import Reason, validate
 from farm.storage.compression import audio_dtype
 from farm.storage.integrity import audio_digest
@@ -73,20 +74,22 @@ def render_job(
     """
     result = JobResult(job)
     shape = (2, spec.render.samples)
-    notes = spec.render.notes
+    per_preset = spec.render.notes_per_preset
     first = job * spec.batch_size
     stored = audio_dtype(spec.compression)
     for i, label in enumerate(labels):
         # The row key is the preset's place among all presets, not in this job: the batch
         # size never shows in the data.
-        block, index = block_key(spec, first + i)
+        g = first + i
+        block, index = block_key(spec, g)
         if skip is not None and skip(label):
-            result.reject(i, Reason.DUPLICATE, len(notes))
+            result.reject(i, Reason.DUPLICATE, per_preset)
             continue
         inject = crash is not None and crash(i)
         if inject:
             label = _with_unknown_destination(label)
-        for r in engine.render(label, allow_unknown_modulation=inject):
+        played = performances(spec.render, spec.seed, g)
+        for r in engine.render(label, played, allow_unknown_modulation=inject):
             if r.audio is None:
                 result.reject(i, _OUTCOME_REASON[r.outcome])
                 continue
@@ -106,6 +109,8 @@ def render_job(
                     loudness=v.loudness,
                     dc=v.dc,
                     audio_hash=audio_digest(r.audio, stored),
+                    velocity=r.velocity,
+                    note_duration=r.note_duration,
                 )
             )
     return result

@@ -23,6 +23,7 @@ from farm.params.label import Label, Modulation
 from farm.params.modulation import from_matrix
 from farm.params.registry import get_registry, modulation_names
 from farm.params.tiers import TierParams, tier_params
+from farm.render.performance import Played, performances
 from farm.storage import schema
 
 
@@ -31,9 +32,14 @@ class StoredRow:
     """What one row needs to render again."""
 
     label: Label
-    note: int
+    played: Played
     spec: RunSpec
     tp: TierParams
+
+    @property
+    def note(self) -> int:
+        """The row's MIDI note."""
+        return self.played.note
 
 
 def read_row(f: Any, index: int) -> StoredRow:
@@ -76,7 +82,18 @@ def read_row(f: Any, index: int) -> StoredRow:
         raise DatasetError(
             f"row {index}: the label rebuilt from the file does not hash to its preset_hash"
         )
-    return StoredRow(label, int(f["metadata/midi_note"][index]), spec, tp)
+    note = int(f["metadata/midi_note"][index])
+    if spec.render.varied:
+        # Drawn per row and stored as float32, exactly the value rendered.
+        played = Played(
+            note,
+            float(f["metadata/velocity"][index]),
+            float(f["metadata/note_duration"][index]),
+        )
+    else:
+        played = performances(spec.render, spec.seed, 0)[0]
+        played = Played(note, played.velocity, played.note_duration)
+    return StoredRow(label, played, spec, tp)
 
 
 def rerender(path: Path, index: int) -> tuple[np.ndarray, int]:
@@ -95,7 +112,7 @@ def rerender(path: Path, index: int) -> tuple[np.ndarray, int]:
         raise DatasetError(f"cannot read {path}: {e}") from None
     engine = RenderEngine(row.tp, row.spec.render)
     try:
-        (r,) = engine.render(row.label, (row.note,))
+        (r,) = engine.render(row.label, (row.played,))
     finally:
         engine.close()
     if r.audio is None:

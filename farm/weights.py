@@ -28,6 +28,7 @@ from farm.errors import DatasetError, UsageError
 from farm.params.label import Label
 from farm.params.tiers import TierParams
 from farm.render.engine import Outcome, RenderEngine
+from farm.render.performance import performances
 from farm.render.validate import Reason, validate
 
 CONTINUOUS_KEY = "params/importance_continuous"
@@ -108,7 +109,8 @@ def spectra_distance(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
 
 
 def _render(engine: RenderEngine, label: Label) -> np.ndarray | None:
-    note = engine.render(label, engine.settings.notes[:1])[0]
+    # The first row a dataset of these settings would play (seed 0, preset 0).
+    note = engine.render(label, performances(engine.settings, 0, 0)[:1])[0]
     return note.audio if note.outcome == Outcome.OK else None
 
 

@@ -19,7 +19,7 @@ from farm.storage.splits import sides as split_sides
 
 
 def test_items_are_the_file_rows(dataset_file: Path) -> None:
-    fields = ["audio", "continuous", "midi_note", "preset_hash"]
+    fields = ["audio", "continuous", "midi_note", "preset_hash", "active_continuous", "velocity"]
     ds = FarmDataset(dataset_file, fields, as_torch=False)
     with h5py.File(dataset_file, "r") as f:
         assert len(ds) == f["audio/waveforms"].shape[0] == 40
@@ -30,6 +30,9 @@ def test_items_are_the_file_rows(dataset_file: Path) -> None:
             np.testing.assert_array_equal(item["continuous"], f["params/continuous"][row])
             assert int(item["midi_note"]) == f["metadata/midi_note"][row]
             assert item["preset_hash"] == f["metadata/preset_hash"][row].decode()
+            mask = f["params/active_continuous"][row]
+            np.testing.assert_array_equal(item["active_continuous"], mask)
+            assert item["velocity"] == np.float32(0.8)
     with pytest.raises(IndexError):
         ds[40]
 

@@ -106,7 +106,7 @@ def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
     if attempt > ctx.settings.max_attempts:
         # A poison job (its worker process died every time): its presets are recorded as
         # CRASH so the run can finish without it.
-        per = len(spec.render.notes)
+        per = spec.render.notes_per_preset
         notes = spec.batch_size * per
         log.warning("job %d of %s: attempt %d > cap, recorded as CRASH", job, run_id, attempt)
         advance = ledger.finish_job(

@@ -25,6 +25,7 @@ import mmap
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -36,6 +37,7 @@ from farm.errors import PresetError
 from farm.params.label import Label
 from farm.params.tiers import TierParams
 from farm.render.apply import LabelApplier
+from farm.render.performance import Played, performances
 
 
 class Outcome(IntEnum):
@@ -55,6 +57,8 @@ class NoteRender:
 
     Attributes:
         note: MIDI note.
+        velocity: the note-on velocity it was played with.
+        note_duration: seconds the key was held.
         outcome: OK, or why there is no audio (CRASH, TIMEOUT, ERROR, SHAPE).
         audio: float32 (2, T) when ``outcome`` is OK, else None. A copy: safe to keep.
         detail: a short message for ERROR outcomes.
@@ -64,6 +68,8 @@ class NoteRender:
     outcome: Outcome
     audio: np.ndarray | None
     detail: str = ""
+    velocity: float = 0.8
+    note_duration: float = 1.5
 
 
 _EXIT_OK = 0
@@ -94,7 +100,7 @@ class RenderEngine:
         self.applier = LabelApplier(synth, tp)
         self._shape = (2, settings.samples)
         row_bytes = 2 * settings.samples * 4
-        n = len(settings.notes)
+        n = settings.notes_per_preset
         self._map = mmap.mmap(-1, n * row_bytes + 8 * n)
         self._audio = np.ndarray((n, *self._shape), np.float32, self._map, 0)
         self._outcome = np.ndarray((n,), np.int32, self._map, n * row_bytes)
@@ -103,7 +109,7 @@ class RenderEngine:
     def render(
         self,
         label: Label,
-        notes: tuple[int, ...] | None = None,
+        notes: Sequence[int | Played] | None = None,
         *,
         allow_unknown_modulation: bool = False,
     ) -> list[NoteRender]:
@@ -112,7 +118,9 @@ class RenderEngine:
 
         Args:
             label: the preset to render.
-            notes: a subset of the settings' notes, in any order.
+            notes: what to play (:func:`farm.render.performance.performances`), at most
+                ``settings.notes_per_preset`` rows; plain MIDI notes play at the settings'
+                velocity and note length (fixed settings only).
             allow_unknown_modulation: fault injection only; skip the modulation-name check
                 so an unknown destination really segfaults vita (in a child).
 
@@ -123,17 +131,15 @@ class RenderEngine:
         """
         if os.getpid() != self._pid:
             raise RuntimeError("a RenderEngine must be used by the process that built it")
-        notes = tuple(self.settings.notes if notes is None else notes)
-        if len(notes) > len(self.settings.notes):
-            raise ValueError("more notes than the engine was built for")
+        played = self._played(notes)
         try:
             self.applier.check(label, allow_unknown_modulation=allow_unknown_modulation)
         except PresetError as e:
-            return [NoteRender(n, Outcome.ERROR, None, str(e)) for n in notes]
-        self._outcome[: len(notes)] = Outcome.PENDING
-        status = self._run_child(label, notes)
+            return [_result(p, Outcome.ERROR, None, str(e)) for p in played]
+        self._outcome[: len(played)] = Outcome.PENDING
+        status = self._run_child(label, played)
         results = []
-        for i, note in enumerate(notes):
+        for i, p in enumerate(played):
             outcome = Outcome(int(self._outcome[i]))
             if outcome == Outcome.PENDING:
                 # The child died before this note finished; a clean exit that left a note
@@ -141,10 +147,29 @@ class RenderEngine:
                 outcome = Outcome.ERROR if status == Outcome.OK else status
             audio = self._audio[i].copy() if outcome == Outcome.OK else None
             detail = "vita could not apply the preset" if outcome == Outcome.ERROR else ""
-            results.append(NoteRender(note, outcome, audio, detail))
+            results.append(_result(p, outcome, audio, detail))
         return results
 
-    def _run_child(self, label: Label, notes: tuple[int, ...]) -> Outcome:
+    def _played(self, notes: Sequence[int | Played] | None) -> tuple[Played, ...]:
+        s = self.settings
+        if notes is None and s.varied:
+            raise ValueError("varied render settings: give each row's Played")
+        if notes is None:
+            notes = performances(s, 0, 0)  # fixed settings: the same for every preset
+        out = []
+        for n in notes:
+            if isinstance(n, Played):
+                out.append(n)
+                continue
+            if s.varied:
+                raise ValueError("varied render settings: give each row's Played")
+            assert not isinstance(s.velocity, tuple) and not isinstance(s.note_duration, tuple)
+            out.append(Played(int(n), s.velocity, s.note_duration))
+        if len(out) > s.notes_per_preset:
+            raise ValueError("more notes than the engine was built for")
+        return tuple(out)
+
+    def _run_child(self, label: Label, notes: tuple[Played, ...]) -> Outcome:
         """Fork the preset child and wait; returns the outcome for notes it left PENDING."""
         sys.stdout.flush()
         sys.stderr.flush()
@@ -163,7 +188,7 @@ class RenderEngine:
                 os._exit(code)
         return _outcome_of(_wait(pid))
 
-    def _render_notes(self, notes: tuple[int, ...]) -> int:
+    def _render_notes(self, notes: tuple[Played, ...]) -> int:
         """In the preset child: a grandchild per note, the last note rendered in place."""
         last = len(notes) - 1
         limit = self.settings.timeout_s
@@ -188,9 +213,9 @@ class RenderEngine:
                 self._outcome[i] = outcome
         return _EXIT_OK
 
-    def _render_into(self, i: int, note: int) -> None:
+    def _render_into(self, i: int, p: Played) -> None:
         s = self.settings
-        audio = self.synth.render(note, s.velocity, s.note_duration, s.render_duration)
+        audio = self.synth.render(p.note, p.velocity, p.note_duration, s.render_duration)
         if audio.shape != self._shape:
             self._outcome[i] = Outcome.SHAPE
             return
@@ -201,6 +226,10 @@ class RenderEngine:
         """Release the shared audio buffer."""
         del self._audio, self._outcome
         self._map.close()
+
+
+def _result(p: Played, outcome: Outcome, audio: np.ndarray | None, detail: str) -> NoteRender:
+    return NoteRender(p.note, outcome, audio, detail, p.velocity, p.note_duration)
 
 
 def _arm(seconds: float) -> None:

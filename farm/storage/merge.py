@@ -134,7 +134,7 @@ def counted_rejections(
     dup = sum(1 for g in duplicates if g <= last)
     if dup:
         out["DUPLICATE_AUDIO"] += dup
-    return dict(sorted(out.items())), (last + 1) * len(spec.render.notes)
+    return dict(sorted(out.items())), (last + 1) * spec.render.notes_per_preset
 
 
 def take_pieces(pieces: Sequence[Piece], n: int) -> list[Piece]:

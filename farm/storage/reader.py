@@ -76,8 +76,9 @@ class FarmReader:
                 s.decode(): int(c)
                 for s, c in zip(*np.unique(sources, return_counts=True), strict=True)
             },
-            "velocity": float(a["velocity"]),
-            "note_duration": float(a["note_duration"]),
+            # A (lo, hi) pair when drawn per row (metadata/velocity, note_duration).
+            "velocity": np.asarray(a["velocity"]).tolist(),
+            "note_duration": np.asarray(a["note_duration"]).tolist(),
             "render_duration": float(a["render_duration"]),
             "seed": int(a["seed"]),
             "rejections": json.loads(a["rejections"]),
@@ -106,6 +107,9 @@ class FarmReader:
         }
         if schema.MODULATION in f:
             out["modulation"] = f[schema.MODULATION][i]
+        for name in (schema.ACTIVE_CONTINUOUS, schema.ACTIVE_CATEGORICAL):
+            if name in f:
+                out[name.rsplit("/", 1)[-1]] = f[name][i]
         for m in schema.metadata_of(f):
             v = f[f"metadata/{m}"][i]
             out[m] = v.decode() if isinstance(v, bytes) else v.item()
@@ -123,6 +127,7 @@ class FarmReader:
         names = [schema.AUDIO, schema.CONTINUOUS, schema.CATEGORICAL]
         if schema.MODULATION in f:
             names.append(schema.MODULATION)
+        names += [n for n in (schema.ACTIVE_CONTINUOUS, schema.ACTIVE_CATEGORICAL) if n in f]
         out = {}
         for name in names:
             data = f[name][uniq] if uniq.size else np.zeros((0, *f[name].shape[1:]), f[name].dtype)

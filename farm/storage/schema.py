@@ -1,6 +1,7 @@
-"""The dataset layout (schema 2.6.0: the 2.1.0 layout of the single-machine generator plus
-row keys, the preset library, row checksums, loudness and DC, stored splits; nothing of 2.1.0
-changed) and its check.
+"""The dataset layout (schema 2.7.0: the 2.1.0 layout of the single-machine generator plus
+row keys, the preset library, row checksums, loudness and DC, stored splits, per-row
+velocity and note length, the active-parameter mask; nothing of 2.1.0 changed) and its
+check.
 
 ```
 audio/waveforms       (N, 2, T)        float32 (float16 optional), one row per chunk
@@ -28,6 +29,10 @@ presets/name, author, origin, source, hash (P,) str; presets/dropped_modulations
 metadata/loudness     (N,)             float32 BS.1770 integrated loudness, LUFS (2.5.0)
 metadata/dc           (N,)             float32 mean sample value (DC offset)     (2.5.0)
 metadata/split        (N,)             S10     train | validation | test, by preset (2.6.0)
+metadata/velocity     (N,)             float32 note-on velocity played, 0..1          (2.7.0)
+metadata/note_duration (N,)            float32 seconds the key was held               (2.7.0)
+params/active_continuous  (N, C)       bool    False: the parameter cannot change this
+params/active_categorical (N, K)       bool      row's sound (farm.params.active)     (2.7.0)
 metadata/checksum     (N,)             S32     blake2b-128 of the row's bytes in every other
                                                per-row dataset, made where it was rendered
                                                (2.4.0; `farm verify` re-checks it)
@@ -48,13 +53,17 @@ import numpy as np
 
 from farm.errors import DatasetError
 
-SCHEMA_VERSION = "2.6.0"
+SCHEMA_VERSION = "2.7.0"
 
 AUDIO = "audio/waveforms"
 CONTINUOUS = "params/continuous"
 CATEGORICAL = "params/categorical"
 MODULATION = "params/modulation_t3"
 WAVETABLE = "params/wavetable"
+ACTIVE_CONTINUOUS = "params/active_continuous"
+ACTIVE_CATEGORICAL = "params/active_categorical"
+#: The first schema whose rows carry the active-parameter mask.
+ACTIVE_SINCE = (2, 7, 0)
 
 #: metadata dataset -> (dtype, h5py fill type)
 METADATA: dict[str, str] = {
@@ -71,6 +80,8 @@ METADATA: dict[str, str] = {
     "loudness": "float32",
     "dc": "float32",
     "split": "S10",
+    "velocity": "float32",
+    "note_duration": "float32",
 }
 
 #: Metadata added after 2.3.0: a file of an older schema lacks it (and is still valid).
@@ -78,6 +89,8 @@ METADATA_SINCE: dict[str, tuple[int, ...]] = {
     "loudness": (2, 5, 0),
     "dc": (2, 5, 0),
     "split": (2, 6, 0),
+    "velocity": (2, 7, 0),
+    "note_duration": (2, 7, 0),
 }
 
 CHECKSUM = "metadata/checksum"
@@ -91,7 +104,8 @@ def row_datasets(modulation: bool) -> list[str]:
     names = [AUDIO, CONTINUOUS, CATEGORICAL, WAVETABLE]
     if modulation:
         names.append(MODULATION)
-    return [*names, *(f"metadata/{m}" for m in METADATA), CHECKSUM]
+    metadata = [f"metadata/{m}" for m in METADATA]
+    return [*names, *metadata, ACTIVE_CONTINUOUS, ACTIVE_CATEGORICAL, CHECKSUM]
 
 
 def metadata_of(f: Any) -> list[str]:
@@ -131,6 +145,8 @@ def check_file(f: Any) -> list[str]:
         if a not in f.attrs:
             problems.append(f"missing file attribute {a}")
     per_row = [CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in metadata_of(f))]
+    if version_of(f) >= ACTIVE_SINCE:
+        per_row += [ACTIVE_CONTINUOUS, ACTIVE_CATEGORICAL]
     if version_of(f) >= CHECKSUM_SINCE:
         per_row.append(CHECKSUM)
     for name in (AUDIO, *per_row):
@@ -155,6 +171,9 @@ def check_file(f: Any) -> list[str]:
         return problems
     if len(cont.attrs["names"]) != cont.shape[1] or len(cat.attrs["names"]) != cat.shape[1]:
         problems.append("parameter name lists do not match the label columns")
+    for mask, labels in ((ACTIVE_CONTINUOUS, cont), (ACTIVE_CATEGORICAL, cat)):
+        if mask in f and f[mask].shape != labels.shape:
+            problems.append(f"{mask} is {f[mask].shape}, its labels {labels.shape}")
     if n:
         c = cont[...]
         if c.dtype != np.float32 or np.any(~np.isfinite(c)) or c.min() < 0 or c.max() > 1:

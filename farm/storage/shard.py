@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from farm.config import RunSpec
+from farm.config import NoteDraw, RenderSettings, RunSpec
 from farm.disk import is_disk_full
 from farm.errors import OutputPathError, ShardBusyError
+from farm.params.active import active_mask
 from farm.params.label import Label
 from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, to_matrix
 from farm.params.registry import modulation_names
@@ -56,6 +57,8 @@ class Row:
         loudness: BS.1770 integrated loudness (LUFS).
         dc: mean sample value.
         audio_hash: the audio as stored, hashed (duplicate rows have equal hashes).
+        velocity: the note-on velocity played.
+        note_duration: seconds the key was held.
     """
 
     job: int
@@ -68,6 +71,8 @@ class Row:
     loudness: float = float("nan")
     dc: float = 0.0
     audio_hash: str = ""
+    velocity: float = 0.8
+    note_duration: float = 1.5
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -92,6 +97,12 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             out[pkg] = "unknown"
     return out
+
+
+def _candidate_notes(r: RenderSettings) -> list[int]:
+    if isinstance(r.notes, NoteDraw):
+        return list(range(r.notes.lo, r.notes.hi + 1))
+    return list(r.notes)
 
 
 class ShardWriter:
@@ -169,9 +180,11 @@ class ShardWriter:
                 "schema_version": schema.SCHEMA_VERSION,
                 "tier": spec.tier,
                 "sample_rate": r.sample_rate,
-                "notes": np.array(r.notes, dtype=np.int32),
-                "velocity": r.velocity,
-                "note_duration": r.note_duration,
+                # Ranges drawn per row: the candidate notes and (lo, hi); each row's own
+                # values are in metadata/midi_note, velocity and note_duration.
+                "notes": np.array(_candidate_notes(r), dtype=np.int32),
+                "velocity": np.asarray(r.velocity, dtype=np.float64),
+                "note_duration": np.asarray(r.note_duration, dtype=np.float64),
                 "render_duration": r.render_duration,
                 "seed": spec.seed,
                 "registry_fingerprint": fingerprint,
@@ -228,6 +241,10 @@ class ShardWriter:
             mod.attrs["channels"] = list(CHANNELS)
             mod.attrs["channel_min"] = np.array(CHANNEL_MIN)
             mod.attrs["channel_max"] = np.array(CHANNEL_MAX)
+        for name, width in ((schema.ACTIVE_CONTINUOUS, c), (schema.ACTIVE_CATEGORICAL, k)):
+            f.create_dataset(
+                name, (0, width), maxshape=(None, width), chunks=(256, max(width, 1)), dtype=bool
+            )
         f.create_dataset(
             schema.WAVETABLE, (0, 3), maxshape=(None, 3), chunks=(_META_CHUNK, 3), dtype="i4"
         )
@@ -271,6 +288,12 @@ class ShardWriter:
                 if id(r.label) not in matrices:
                     matrices[id(r.label)] = to_matrix(r.label.modulations, sources, destinations)
             columns[schema.MODULATION] = np.stack([matrices[id(r.label)] for r in rows])
+        masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for r in rows:
+            if id(r.label) not in masks:
+                masks[id(r.label)] = active_mask(r.label, self.tp)
+        columns[schema.ACTIVE_CONTINUOUS] = np.stack([masks[id(r.label)][0] for r in rows])
+        columns[schema.ACTIVE_CATEGORICAL] = np.stack([masks[id(r.label)][1] for r in rows])
         meta: dict[str, list[Any]] = {
             "midi_note": [r.note for r in rows],
             "source": [r.label.source.encode()[:10] for r in rows],
@@ -284,6 +307,8 @@ class ShardWriter:
             "loudness": [r.loudness for r in rows],
             "dc": [r.dc for r in rows],
             "library_preset": [r.label.state for r in rows],
+            "velocity": [r.velocity for r in rows],
+            "note_duration": [r.note_duration for r in rows],
         }
         meta["split"] = [
             side_of(r.label.hash, self.spec.splits, self.spec.seed).encode() for r in rows
