@@ -28,10 +28,10 @@ from dataclasses import replace
 import numpy as np
 
 from farm.config import RenderSettings, RunSpec
+from farm.jobs.plan import sample_presets
 from farm.params.active import SWITCHES, active_mask
 from farm.params.label import Label
 from farm.params.registry import get_registry
-from farm.params.sampler import sample_presets
 from farm.params.tiers import TierParams, tier_params
 from farm.render.engine import Outcome, RenderEngine
 

@@ -11,8 +11,8 @@ import argparse
 import time
 
 from farm.config import RunSpec
+from farm.jobs.plan import sample_job
 from farm.params.registry import get_registry
-from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
 from farm.render.apply import LabelApplier
 from farm.render.engine import RenderEngine

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from farm.config import CompressionSettings, RunSpec
-from farm.local import generate
+from farm.jobs.local import generate
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
 from farm.storage.reader import FarmReader

@@ -34,7 +34,7 @@ def _originals(args: tuple[list[str], int, int, int]) -> list[bytes]:
     files, note, samples, throwaway = args
     import vita
 
-    from farm.forked import call_in_child
+    from farm.render.forked import call_in_child
 
     keep = [vita.Synth() for _ in range(throwaway)]
     for s in keep:
@@ -63,9 +63,9 @@ def originals(files: list[str], note: int, samples: int, throwaway: int) -> list
 
 def main() -> None:
     from farm.config import RenderSettings, RunSpec, ValidationSettings
-    from farm.ingest import prepare_sources
-    from farm.local import generate
-    from farm.render.compare import spectral_correlation
+    from farm.jobs.local import generate
+    from farm.presets.ingest import prepare_sources
+    from farm.render.spectra import spectral_correlation
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", default=str(ROOT.parent / "shared" / "presets" / "community"))

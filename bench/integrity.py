@@ -17,10 +17,10 @@ from pathlib import Path
 import h5py
 
 from farm.config import RunSpec
-from farm.jobs import render_job
+from farm.jobs.plan import sample_job
+from farm.jobs.render import render_job
 from farm.params.active import active_mask
 from farm.params.registry import get_registry
-from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
 from farm.render.engine import RenderEngine
 from farm.render.loudness import dc_offset, integrated_loudness

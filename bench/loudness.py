@@ -13,8 +13,8 @@ import multiprocessing as mp
 import numpy as np
 
 from farm.config import RunSpec
+from farm.jobs.plan import sample_job
 from farm.params.registry import get_registry
-from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
 from farm.render.engine import RenderEngine
 from farm.render.loudness import dc_offset, integrated_loudness

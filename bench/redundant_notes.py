@@ -15,9 +15,9 @@ import argparse
 import multiprocessing as mp
 
 from farm.config import Constraints, RunSpec, SamplingSettings
-from farm.jobs import render_job
+from farm.jobs.plan import sample_job
+from farm.jobs.render import render_job
 from farm.params.registry import get_registry
-from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
 from farm.render.engine import RenderEngine
 

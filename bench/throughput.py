@@ -35,9 +35,9 @@ def _loop(
     """One bare process: take jobs from the shared counter until ``jobs``; puts its
     accepted rows on ``out``."""
     from farm.config import RunSpec
-    from farm.jobs import render_job
+    from farm.jobs.plan import sample_job
+    from farm.jobs.render import render_job
     from farm.params.registry import get_registry
-    from farm.params.sampler import sample_job
     from farm.params.tiers import tier_params
     from farm.render.engine import RenderEngine
 

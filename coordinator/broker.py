@@ -92,7 +92,8 @@ def connect(settings: FarmSettings) -> redis.Redis:
 
 
 def celery_config(settings: FarmSettings) -> dict[str, Any]:
-    """The Celery settings of every farm process (client and worker), from DESIGN.md."""
+    """The Celery settings of every farm process (client and worker); why each one is set
+    is in ``docs/architecture.md``."""
     return {
         "broker_url": settings.broker_url,
         # JSON only: a pickled message is refused by the worker.

@@ -20,12 +20,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from farm.config import Faults, RunSpec
+from farm.config import MAX_BARREN_JOBS, Faults, RunSpec
 from farm.errors import BrokerError, DiskFullError, RunNotFoundError, UsageError
+from farm.jobs.kinds import kind_of
 
 RUNS_KEY = "farm:runs"
 #: Runs that are running or collecting: what a supervisor looks after.
@@ -42,207 +44,14 @@ RUNNING, COLLECTING, DONE, CANCELLED, FAILED = (
 )
 FINAL_STATES = (DONE, CANCELLED, FAILED)
 ALL_STATES = (RUNNING, COLLECTING, DONE, CANCELLED, FAILED)
-#: Done jobs in a row with no accepted row before a run fails (thresholds too strict).
-MAX_BARREN_JOBS = 50
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-"""
+#: The ledger's atomic steps, as Lua scripts in ``coordinator/lua/`` (each run after
+#: ``now.lua``, which reads the broker's clock).
+_LUA = Path(__file__).with_name("lua")
 
-_ADVANCE = (
-    _NOW
-    + """
-local meta, ctr, sent, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local rowsk, rej, collect = KEYS[5], KEYS[6], KEYS[7]
-local beat, active, run_id, running = KEYS[8], KEYS[9], ARGV[9], KEYS[10]
-local audio, dupk = KEYS[11], KEYS[12]
-if ARGV[2] == 'done' then
-  local job = ARGV[3]
-  if redis.call('HSETNX', done, job, ARGV[5]) == 0 then return {-1, 0, 0} end
-  local r = tonumber(ARGV[4])
-  redis.call('HSET', rowsk, job, r)
-  redis.call('HDEL', sent, job)
-  redis.call('HDEL', beat, job)
-  redis.call('HDEL', running, job)
-  redis.call('HINCRBYFLOAT', ctr, 'job_seconds', tonumber(ARGV[10]))
-  redis.call('HSET', ctr, 'last_done', now)
-  redis.call('HINCRBY', ctr, 'total_rows', r)
-  redis.call('HINCRBY', ctr, 'done_jobs', 1)
-  redis.call('HINCRBY', ctr, 'renders', tonumber(ARGV[6]))
-  for reason, count in pairs(cjson.decode(ARGV[7])) do
-    redis.call('HINCRBY', rej, reason, count)
-  end
-  if r > 0 then
-    redis.call('HSET', ctr, 'barren', 0)
-  else
-    redis.call('HINCRBY', ctr, 'barren', 1)
-  end
-  local pj = tonumber(redis.call('HGET', ctr, 'prefix_job') or '0')
-  local pr = tonumber(redis.call('HGET', ctr, 'prefix_rows') or '0')
-  while true do
-    local v = redis.call('HGET', rowsk, tostring(pj))
-    if not v then break end
-    -- Rows join the prefix in canonical order, so "the same audio as an earlier row" is
-    -- decided the same way whatever order jobs finished in, and whatever their size.
-    local hs = cjson.decode(redis.call('HGET', done, tostring(pj)))['hashes']
-    local dup = {}
-    if type(hs) == 'table' then
-      for i, h in ipairs(hs) do
-        if redis.call('SADD', audio, h) == 0 then table.insert(dup, i - 1) end
-      end
-    end
-    if #dup > 0 then
-      redis.call('HSET', dupk, tostring(pj), cjson.encode(dup))
-      redis.call('HINCRBY', rej, 'DUPLICATE_AUDIO', #dup)
-      redis.call('HINCRBY', ctr, 'dup_rows', #dup)
-    end
-    pr = pr + tonumber(v) - #dup
-    pj = pj + 1
-  end
-  redis.call('HSET', ctr, 'prefix_job', pj, 'prefix_rows', pr)
-end
-local n = tonumber(redis.call('HGET', meta, 'n'))
-local pr = tonumber(redis.call('HGET', ctr, 'prefix_rows') or '0')
-local state = redis.call('HGET', meta, 'state')
-if pr >= n then
-  if state == 'running' and redis.call('SETNX', collect, now) == 1 then
-    redis.call('HSET', meta, 'state', 'collecting', 'updated', now)
-    return {1, 0, 0}
-  end
-  return {0, 0, 0}
-end
-if state ~= 'running' then return {0, 0, 0} end
-local total = tonumber(redis.call('HGET', ctr, 'total_rows') or '0')
-local dj = tonumber(redis.call('HGET', ctr, 'done_jobs') or '0')
-if tonumber(redis.call('HGET', ctr, 'barren') or '0') >= tonumber(ARGV[8]) then
-  redis.call('HSET', meta, 'state', 'failed', 'updated', now, 'error',
-    'no row accepted in ' .. ARGV[8] .. ' jobs in a row; ' ..
-    'check the validation thresholds and constraints')
-  redis.call('SREM', active, run_id)
-  return {0, 0, 0}
-end
-total = total - tonumber(redis.call('HGET', ctr, 'dup_rows') or '0')
-local per = tonumber(redis.call('HGET', meta, 'per_job'))
-if dj > 0 then per = math.max(total / dj, 0.01) end
-local outstanding = redis.call('HLEN', sent)
-local want = math.min(tonumber(redis.call('HGET', meta, 'window')), math.ceil((n - total) / per))
-want = want - outstanding
-if want < 1 then return {0, 0, 0} end
-local first = redis.call('HINCRBY', ctr, 'next', want) - want
-for j = first, first + want - 1 do redis.call('HSET', sent, j, now) end
-return {0, first, want}
-"""
-)
 
-_START = (
-    _NOW
-    + """
-local meta, sent, done = KEYS[1], KEYS[2], KEYS[3]
-local attempts, workers, ctr, beat = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local running = KEYS[8]
-local job = ARGV[1]
-local state = redis.call('HGET', meta, 'state')
-if not state then return {'unknown', 0} end
-if redis.call('HEXISTS', done, job) == 1 then return {'done', 0} end
-if state ~= 'running' then return {state, 0} end
-redis.call('SADD', workers, ARGV[3])
-if redis.call('HEXISTS', sent, job) == 1 then
-  redis.call('HSET', sent, job, now)
-  redis.call('HSET', beat, job, now)
-  redis.call('HSET', running, job, ARGV[3])
-end
-local attempt = redis.call('HINCRBY', attempts, job, 1)
-if attempt > 1 then redis.call('HINCRBY', ctr, 'retries', 1) end
-return {'ok', attempt}
-"""
-)
-
-_BEAT = (
-    _NOW
-    + """
-for i = 1, #ARGV do
-  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then redis.call('HSET', KEYS[2], ARGV[i], now) end
-end
-return tostring(now)
-"""
-)
-
-#: Jobs to send again: started and silent (no heartbeat for ARGV[1] s), or sent long ago,
-#: never started and not waiting anywhere (ARGV[3]: JSON list of jobs whose message is
-#: queued or just taken by a worker). Their clocks restart, so one supervisor sends each.
-_LOST = (
-    _NOW
-    + """
-local sent, beat, ctr, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local age, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local waiting = {}
-for _, j in ipairs(cjson.decode(ARGV[3])) do waiting[tostring(j)] = true end
-local out = {}
-local all = redis.call('HGETALL', sent)
-for i = 1, #all, 2 do
-  if #out >= limit then break end
-  local job = all[i]
-  local b = redis.call('HGET', beat, job)
-  local lost
-  if b then
-    lost = now - tonumber(b) > age
-  else
-    lost = now - tonumber(all[i + 1]) > age and not waiting[job]
-  end
-  if lost then
-    redis.call('HSET', sent, job, now)
-    redis.call('HDEL', beat, job)
-    redis.call('HDEL', running, job)
-    redis.call('HINCRBY', ctr, 'resent', 1)
-    table.insert(out, job)
-  end
-end
-return out
-"""
-)
-
-#: A state change only from the expected states (compare and set): a late collector or a
-#: resumed frozen worker cannot move a run that someone else already moved on.
-_MOVE = (
-    _NOW
-    + """
-local meta, active, collect = KEYS[1], KEYS[2], KEYS[3]
-local sent, beat, running = KEYS[4], KEYS[5], KEYS[6]
-local state = redis.call('HGET', meta, 'state')
-if not state then return '' end
-local ok = false
-for _, s in ipairs(cjson.decode(ARGV[1])) do if s == state then ok = true end end
-if not ok then return state end
-local fields = cjson.decode(ARGV[3])
-redis.call('HSET', meta, 'state', ARGV[2], 'updated', now)
-for k, v in pairs(fields) do redis.call('HSET', meta, k, v) end
-if ARGV[2] == 'running' or ARGV[2] == 'collecting' then
-  redis.call('SADD', active, ARGV[4])
-else
-  redis.call('SREM', active, ARGV[4])
-end
-if ARGV[2] == 'running' then redis.call('DEL', collect) end
-if ARGV[2] == 'collecting' then redis.call('SET', collect, now) end
--- Done: jobs still out (sent past the rows the file needed) are not needed any more. A
--- failed or cancelled run keeps them, for resume.
-if ARGV[2] == 'done' then redis.call('DEL', sent, beat, running) end
-return 'ok'
-"""
-)
-
-#: The collector's claim: taken when silent for ARGV[1] s (or missing) while collecting.
-_RECLAIM = (
-    _NOW
-    + """
-local meta, collect = KEYS[1], KEYS[2]
-if redis.call('HGET', meta, 'state') ~= 'collecting' then return 0 end
-local b = redis.call('GET', collect)
-if b and now - tonumber(b) <= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', collect, now)
-return 1
-"""
-)
+def _script(name: str) -> str:
+    return (_LUA / "now.lua").read_text() + (_LUA / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -381,12 +190,12 @@ class Ledger:
         }
         self.k["collect"] = p + "collect"
         self.k["active"] = ACTIVE_KEY
-        self._advance = client.register_script(_ADVANCE)
-        self._start = client.register_script(_START)
-        self._beat = client.register_script(_BEAT)
-        self._lost = client.register_script(_LOST)
-        self._move = client.register_script(_MOVE)
-        self._reclaim = client.register_script(_RECLAIM)
+        self._advance = client.register_script(_script("advance"))
+        self._start = client.register_script(_script("start"))
+        self._beat = client.register_script(_script("beat"))
+        self._lost = client.register_script(_script("lost"))
+        self._move = client.register_script(_script("move"))
+        self._reclaim = client.register_script(_script("reclaim"))
 
     def _keys(self, *names: str) -> list[str]:
         return [self.k[n] for n in names]
@@ -424,7 +233,7 @@ class Ledger:
             "per_job": spec.batch_size * spec.render.notes_per_preset,
             "keep_shards": int(keep_shards),
             "faults": (faults or Faults()).model_dump_json(),
-            "kind": "dataset" if spec.weights is None else "weights",
+            "kind": kind_of(spec).name,
             "created": now,
             "started": now,
             "rows_at_start": 0,

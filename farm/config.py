@@ -16,6 +16,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_NOTES = (48, 60, 72)
+#: The tiers a run can label (see :mod:`farm.params.tiers`).
+TIERS = (1, 2, 3)
+#: Finished jobs in a row with no accepted row before a run fails (thresholds too strict).
+MAX_BARREN_JOBS = 50
+
+
+def check_tier(tier: int) -> int:
+    """``tier`` when it is one of :data:`TIERS`.
+
+    Raises:
+        ValueError: an unknown tier (a one-line message).
+    """
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}: choose one of 1, 2, 3")
+    return tier
 
 
 class _Frozen(BaseModel):
@@ -206,7 +221,7 @@ class CompressionSettings(_Frozen):
 
 
 class SourceSettings(_Frozen):
-    """Real presets and wavetables of a run (see :mod:`farm.library`)."""
+    """Real presets and wavetables of a run (see :mod:`farm.presets.library`)."""
 
     library: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     """Hash of the run's library manifest in the data folder's store; None: synthetic only."""
@@ -276,9 +291,7 @@ class RunSpec(_Frozen):
     @field_validator("tier")
     @classmethod
     def _known_tier(cls, v: int) -> int:
-        if v not in (1, 2, 3):
-            raise ValueError("tier must be 1, 2 or 3")
-        return v
+        return check_tier(v)
 
     @model_validator(mode="after")
     def _render_covers_note(self) -> RunSpec:

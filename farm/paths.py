@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from farm.errors import OutputExistsError, OutputPathError
@@ -233,12 +234,25 @@ def remove_dead_temps(path: Path) -> list[Path]:
     return removed
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a unique temporary name and a rename: readers
-    see the old file or the new one, never a part."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A unique temporary name to write ``path`` through: renamed to ``path`` when the
+    block ends, removed when it raises. Readers see the old file or the new one, never a
+    part, and two writers never share a temporary file. The one tmp-and-rename of farm."""
     tmp = temp_name(path)
     try:
-        tmp.write_bytes(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def shard_dir(data_dir: str | os.PathLike[str], run_id: str) -> Path:
+    """The folder of a run's shards, inside the data folder (run ids are checked)."""
+    return Path(data_dir).resolve() / ".shards" / run_id

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import StoreError
+from farm.paths import write_atomic
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
@@ -61,10 +62,8 @@ class Store:
         if path.exists():
             return sha
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         # mtime=0: the same object gives the same bytes on every machine.
-        tmp.write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
-        os.replace(tmp, path)
+        write_atomic(path, gzip.compress(data, compresslevel=6, mtime=0))
         return sha
 
     def get(self, sha: str) -> Any:

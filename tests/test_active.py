@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from farm.config import RenderSettings, RunSpec
+from farm.jobs.plan import sample_presets
 from farm.params.active import SWITCHES, active_mask, inactive_names
 from farm.params.label import Label, Modulation
-from farm.params.sampler import sample_presets
 from farm.params.tiers import TierParams
 from farm.render.engine import RenderEngine
 from tests.conftest import init_label

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from farm.config import RenderSettings, RunSpec
-from farm.jobs import CRASH_DESTINATION, render_job
+from farm.jobs.plan import sample_job
+from farm.jobs.render import CRASH_DESTINATION, render_job
 from farm.params.label import Modulation
-from farm.params.sampler import sample_job
 from farm.params.tiers import TierParams
 from farm.render.engine import Outcome, RenderEngine
 from farm.render.validate import Reason

@@ -24,8 +24,8 @@ from farm.config import RunSpec
 from farm.params.label import Label
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
-from farm.render.compare import spectral_correlation
 from farm.render.engine import RenderEngine
+from farm.render.spectra import spectral_correlation
 from farm.storage.schema import check_file
 from tests.farm_helpers import (
     SPEC,

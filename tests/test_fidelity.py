@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from farm.config import RenderSettings, RunSpec
-from farm.local import generate
+from farm.jobs.local import generate
 from farm.params.label import Label
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
-from farm.render.compare import spectral_correlation
 from farm.render.engine import RenderEngine
+from farm.render.spectra import spectral_correlation
 from farm.storage.reader import FarmReader
 
 pytestmark = pytest.mark.slow

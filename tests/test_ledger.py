@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from coordinator.ledger import COLLECTING, Ledger
-from farm.config import RenderSettings, RunSpec
+from farm.config import MAX_BARREN_JOBS, RenderSettings, RunSpec
 from tests.redis_helpers import RedisServer
 
 
@@ -80,3 +80,65 @@ def test_a_done_run_has_nothing_outstanding(client: redis.Redis) -> None:
     assert kept.fail("test") and kept.outstanding()
     assert ledger.move("done", only_from=(COLLECTING,))
     assert ledger.outstanding() == [] and ledger.status().outstanding == 0
+
+
+def test_each_job_is_recorded_once_and_the_window_is_topped_up(client: redis.Redis) -> None:
+    """advance.lua: the first top-up sends a window's worth (bounded by the rows still
+    missing), a second delivery of a finished job is refused, and each finished job tops the
+    window up again."""
+    ledger = Ledger(client, "record-once")
+    ledger.create(SPEC, output="record-once.h5", window=2, keep_shards=False)
+    first = ledger.top_up()
+    assert first.jobs == [0, 1] and not first.collect
+    assert ledger.top_up().jobs == []  # the window is full
+    advance = ledger.finish_job(0, rows=2, renders=2, rejections={}, shard="s.h5")
+    assert advance.jobs == [2] and not advance.duplicate
+    again = ledger.finish_job(0, rows=2, renders=2, rejections={}, shard="s.h5")
+    assert again.duplicate and again.jobs == []
+    st = ledger.status()
+    assert st.accepted == 2 and st.jobs_done == 1 and st.kind == "dataset"
+
+
+def test_the_prefix_waits_for_earlier_jobs_and_collects_once(client: redis.Redis) -> None:
+    """advance.lua: rows count towards n only as a prefix of finished jobs; the collector is
+    triggered exactly once, when the prefix reaches n."""
+    ledger = _ledger(client, "prefix")
+    ledger.finish_job(1, rows=2, renders=2, rejections={}, shard="s.h5")
+    ledger.finish_job(2, rows=2, renders=2, rejections={}, shard="s.h5")
+    assert ledger.state() == "running"  # job 0 missing: no prefix yet
+    done = ledger.finish_job(0, rows=2, renders=2, rejections={}, shard="s.h5")
+    assert done.collect and ledger.state() == COLLECTING
+    late = ledger.finish_job(3, rows=2, renders=2, rejections={}, shard="s.h5")
+    assert not late.collect and late.jobs == []
+
+
+def test_barren_jobs_fail_the_run(client: redis.Redis) -> None:
+    """advance.lua: MAX_BARREN_JOBS finished jobs in a row without a row fail the run with
+    the reason."""
+    spec = SPEC.model_copy(update={"n": 10_000})
+    ledger = Ledger(client, "barren")
+    ledger.create(spec, output="barren.h5", window=64, keep_shards=False)
+    ledger.top_up()
+    for job in range(MAX_BARREN_JOBS):
+        ledger.finish_job(job, rows=0, renders=2, rejections={"SILENT": 2})
+    assert ledger.state() == "failed"
+    assert "no row accepted in" in ledger.meta()["error"]
+
+
+def test_start_beat_lost_and_reclaim(client: redis.Redis) -> None:
+    """start.lua counts attempts and refuses done jobs; beat.lua stamps only jobs still out;
+    lost.lua hands a silent job to one caller only; move.lua is compare-and-set;
+    reclaim.lua takes a silent collector once."""
+    ledger = _ledger(client, "lifecycle")
+    assert ledger.start_job(0, "w1") == ("ok", 1)
+    assert ledger.start_job(0, "w2") == ("ok", 2)  # a second delivery
+    ledger.finish_job(1, rows=1, renders=1, rejections={}, shard="s.h5")
+    assert ledger.start_job(1, "w1") == ("done", 0)
+    ledger.beat(0, 1)
+    assert client.hexists(ledger.k["beat"], "0") and not client.hexists(ledger.k["beat"], "1")
+    assert ledger.lost_jobs(0.0, waiting=range(100)) == [0]  # started, silent
+    assert ledger.lost_jobs(30.0, waiting=range(100)) == []  # its clock restarted
+    assert not ledger.move(COLLECTING, only_from=("done",))
+    assert ledger.move(COLLECTING, only_from=("running",))
+    assert ledger.reclaim_collector(0.0)  # silent for more than 0 s: taken
+    assert not ledger.reclaim_collector(30.0)  # just taken: not again

@@ -113,7 +113,7 @@ def test_varied_rows_are_stored_rerender_and_ignore_the_schedule(tmp_path: Path)
 
 _RERENDER = """
 import sys, h5py, numpy as np
-from farm.rerender import rerender
+from farm.tools.rerender import rerender
 path, i = sys.argv[1], int(sys.argv[2])
 with h5py.File(path, "r") as f:
     stored = f["audio/waveforms"][i]

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 from scipy.io import wavfile
 
-from farm.pictures import IMPORTANCE, important_parameters
 from farm.storage.reader import FarmReader
+from farm.tools.pictures import IMPORTANCE, important_parameters
 from tests.farm_helpers import farm
 
 PNG = b"\x89PNG\r\n\x1a\n"

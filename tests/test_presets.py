@@ -19,19 +19,19 @@ import numpy as np
 import pytest
 
 from farm.config import RenderSettings, RunSpec, ValidationSettings
-from farm.forked import call_in_child
-from farm.ingest import prepare_sources
-from farm.library import Library
-from farm.local import generate
+from farm.jobs.local import generate
+from farm.jobs.plan import sample_job
 from farm.params.label import Modulation
-from farm.params.sampler import sample_job
 from farm.params.tiers import TierParams
-from farm.presets import TINY_AMOUNT, slot_connections
-from farm.render.compare import spectral_correlation
-from farm.rerender import read_row
-from farm.sources import MAX_PRESET_BYTES
+from farm.presets.convert import TINY_AMOUNT, slot_connections
+from farm.presets.files import MAX_PRESET_BYTES
+from farm.presets.ingest import prepare_sources
+from farm.presets.library import Library
+from farm.render.forked import call_in_child
+from farm.render.spectra import spectral_correlation
 from farm.storage.schema import check_file
 from farm.store import Store
+from farm.tools.rerender import read_row
 
 from .farm_helpers import farm
 

@@ -12,8 +12,8 @@ import pytest
 from scipy.io import wavfile
 
 from farm.errors import UsageError
-from farm.preview import RowFilter, make_app, read_meta, spectrogram_sketch, waveform_sketch
 from farm.storage.reader import FarmReader
+from farm.tools.preview import RowFilter, make_app, read_meta, spectrogram_sketch, waveform_sketch
 
 
 def test_pilot_moves_filters_and_exports(dataset_file: Path, tmp_path: Path) -> None:

@@ -6,11 +6,12 @@ import pytest
 
 from farm.config import Constraints, RunSpec, SamplingSettings
 from farm.errors import UsageError
+from farm.jobs.plan import sample_job
 from farm.params.constraints import AMP_LIMITS, AUDIBLE_ROUTES, ROUTED, apply_constraints
 from farm.params.label import Label, Modulation
 from farm.params.modulation import from_matrix, sample_modulations, to_matrix
 from farm.params.registry import modulation_names
-from farm.params.sampler import latin_hypercube, rng_for, sample_job, sobol
+from farm.params.sampler import latin_hypercube, rng_for, sobol
 from farm.params.tiers import TierParams
 
 

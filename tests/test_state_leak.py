@@ -6,14 +6,14 @@ import pytest
 import vita
 
 from farm.config import RenderSettings, RunSpec
-from farm.params.sampler import sample_job
+from farm.jobs.plan import sample_job
 from farm.params.tiers import TierParams
 from farm.render.apply import LabelApplier
 from farm.render.engine import RenderEngine
 
 pytestmark = pytest.mark.slow
 
-# Found by searching seed-0 tier-2 presets (DESIGN.md: a few percent of presets leak).
+# Found by searching seed-0 tier-2 presets (docs/vita.md: a few percent of presets leak).
 SPEC = RunSpec(tier=2, n=1, seed=0, batch_size=16)
 LOUD = (11, 2)
 SILENT = (4, 4)

@@ -14,9 +14,9 @@ import pytest
 
 from farm.config import CompressionSettings, RunSpec
 from farm.errors import DatasetError, OutputExistsError, OutputPathError
+from farm.jobs.plan import sample_job
 from farm.params.label import Label
 from farm.params.registry import Registry
-from farm.params.sampler import sample_job
 from farm.params.tiers import TierParams, tier_params
 from farm.paths import check_output, resolve_output
 from farm.storage import schema

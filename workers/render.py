@@ -12,7 +12,6 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from coordinator.ledger import COLLECTING, RUNNING, Ledger
 from farm.config import RunSpec
@@ -24,9 +23,11 @@ from farm.errors import (
     RunFailedError,
     ShardBusyError,
 )
-from farm.jobs import injected_crashes, render_job
-from farm.params.sampler import sample_job
+from farm.jobs.kinds import WEIGHTS, kind_of
+from farm.jobs.plan import sample_job
+from farm.jobs.render import injected_crashes, render_job
 from farm.params.tiers import TierParams
+from farm.paths import shard_dir
 from farm.render.engine import RenderEngine
 from farm.render.validate import Reason
 from farm.storage.shard import Row, ShardWriter
@@ -37,11 +38,6 @@ log = logging.getLogger("farm.worker")
 
 #: How long a finished job waits for its shard while a collector reads it.
 SHARD_WAIT_S = 300.0
-
-
-def shard_dir(data_dir: str | os.PathLike[str], run_id: str) -> Path:
-    """The folder of a run's shards, inside the data folder (run ids are checked)."""
-    return Path(data_dir).resolve() / ".shards" / run_id
 
 
 def process_job(ctx: WorkerContext, run_id: str, job: int) -> str:
@@ -122,7 +118,7 @@ def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
     if job in faults.kill_jobs:
         os.kill(os.getpid(), signal.SIGKILL)  # injected fault: a worker killed from outside
     engine = ctx.engine(spec)
-    if spec.weights is not None:
+    if kind_of(spec) is WEIGHTS:
         return _weights_job(ctx, ledger, spec, engine, job, t0)
     crash = injected_crashes(spec, job, faults.crash_fraction)
     result = render_job(
@@ -165,7 +161,7 @@ def _weights_job(
 ) -> str:
     """An importance job: one base preset measured; its result goes to the ledger (small
     JSON, no shard), and a base that is silent or crashes is a rejection (topped up)."""
-    from farm.weights import fix_label, measure_base
+    from farm.jobs.weights import fix_label, measure_base
 
     assert spec.weights is not None
     label = sample_job(spec, engine.tp, job, ctx.library(spec))[0]

@@ -19,7 +19,7 @@ def register(app: Celery) -> None:
 
     @app.task(name=COLLECT_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
     def collect(run_id: str) -> str:
-        from workers.collect import collect_run
+        from coordinator.collect import collect_run
         from workers.context import WorkerContext
         from workers.liveness import beating
 

@@ -1,21 +1,15 @@
-"""Deterministic preset sampling: preset ``g`` of a run is a pure function of (spec, g).
+"""Deterministic synthetic presets: block ``k`` of a run is a pure function of (spec, k).
 
-Presets are numbered by a **global index** ``g``: the run's real presets first
-(``g < sources.presets``), then synthetic ones. Synthetic presets are drawn in fixed
-**blocks** of ``sampling.block`` global indices: a block's Latin Hypercube strata, and every
-random stream of it, are seeded from ``SeedSequence([seed, block, stream])``. A job is
-only a slice of global indices (``job * batch_size`` onwards), so the batch size, the
-number of workers and retries change how fast presets are made, never which (a job in the
-middle of a block draws the whole block and takes its part; a process keeps its last few
-blocks). Sobol is addressed by synthetic index.
+Synthetic presets are drawn in fixed **blocks** of ``sampling.block`` presets: a block's
+Latin Hypercube strata, and every random stream of it, are seeded from
+``SeedSequence([seed, block, stream])``, never from a job, a worker or a clock. Sobol is
+addressed by synthetic index. Which presets a job renders (real ones first, then these) is
+:mod:`farm.jobs.plan`'s business: this module draws and knows no library.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,14 +20,12 @@ from farm.params.modulation import sample_modulations
 from farm.params.registry import modulation_names
 from farm.params.tiers import TierParams
 
-if TYPE_CHECKING:
-    from farm.library import Library
-
 _STREAM_CONTINUOUS = 0
 _STREAM_CATEGORICAL = 1
 _STREAM_MODULATION = 2
 _STREAM_CONSTRAINTS = 3
-_STREAM_WAVETABLES = 4
+#: The stream of a block's catalog wavetables (drawn by :mod:`farm.jobs.plan`).
+STREAM_WAVETABLES = 4
 
 
 def rng_for(seed: int, block: int, stream: int) -> np.random.Generator:
@@ -74,76 +66,7 @@ def sample_continuous(
     return rng.random((size, d))
 
 
-def sample_job(
-    spec: RunSpec, tp: TierParams, job: int, library: Library | None = None
-) -> list[Label]:
-    """The presets of job ``job``: global indices ``job * batch_size`` to
-    ``(job + 1) * batch_size - 1`` (see :func:`sample_presets`)."""
-    b = spec.batch_size
-    return sample_presets(spec, tp, range(job * b, (job + 1) * b), library)
-
-
-def sample_presets(
-    spec: RunSpec, tp: TierParams, indices: Sequence[int], library: Library | None = None
-) -> list[Label]:
-    """The presets at global ``indices``: the run's real presets first, in order, then
-    synthetic labels drawn by blocks, constraints applied.
-
-    Args:
-        spec: the run spec (tier, seed, sampling settings, sources; not the batch size).
-        tp: the tier's parameters (must match ``spec.tier``).
-        indices: global preset indices, >= 0.
-        library: the run's library (required when ``spec.sources.library`` is set).
-    """
-    src = spec.sources
-    if src.library is not None and (library is None or library.sha != src.library):
-        raise ValueError("this run's jobs need its library")
-    key = (spec.data_json(), tp.tier)
-    block = spec.sampling.block
-    out = []
-    for g in indices:
-        if g < src.presets:
-            assert library is not None
-            out.append(library.preset_label(tp, g))
-            continue
-        s = g - src.presets
-        out.append(_block(key, spec, tp, s // block, library)[s % block])
-    return out
-
-
-#: Blocks a process keeps (a job that spans a block boundary, or the next job, reuses them).
-_BLOCKS_KEPT = 8
-_blocks: OrderedDict[tuple[str, int, int], list[Label]] = OrderedDict()
-
-
-def _block(
-    key: tuple[str, int], spec: RunSpec, tp: TierParams, k: int, library: Library | None
-) -> list[Label]:
-    """Synthetic block ``k`` (kept for reuse)."""
-    full = (*key, k)
-    if full in _blocks:
-        _blocks.move_to_end(full)
-        return _blocks[full]
-    labels = _synthetic(spec, tp, k)
-    if spec.sources.catalog:
-        assert library is not None
-        draws = rng_for(spec.seed, k, _STREAM_WAVETABLES).integers(
-            0, spec.sources.catalog, size=(spec.sampling.block, 3)
-        )
-        labels = [library.with_wavetables(lab, w) for lab, w in zip(labels, draws, strict=True)]
-    _blocks[full] = labels
-    while len(_blocks) > _BLOCKS_KEPT:
-        _blocks.popitem(last=False)
-    return labels
-
-
-def block_key(spec: RunSpec, g: int) -> tuple[int, int]:
-    """The stored row key of global preset ``g``: (block, index in block), with real
-    presets numbered like the rest (``g = block * sampling.block + index``)."""
-    return divmod(g, spec.sampling.block)
-
-
-def _synthetic(spec: RunSpec, tp: TierParams, block: int) -> list[Label]:
+def synthetic_block(spec: RunSpec, tp: TierParams, block: int) -> list[Label]:
     """Synthetic block ``block``: ``sampling.block`` labels, numbered among synthetic
     presets (so real presets in front of them do not change them)."""
     b = spec.sampling.block

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from farm.config import check_tier
 from farm.errors import UsageError
 from farm.params.registry import ParamSpec, Registry
 
-TIERS = (1, 2, 3)
 TIER1_MODULES = ("osc_1", "osc_2", "filter_1", "env_1")
 TIER1_NAMES = ("volume",)
 
@@ -95,8 +95,10 @@ def tier_params(registry: Registry, tier: int) -> TierParams:
     Raises:
         UsageError: ``tier`` is not 1, 2 or 3.
     """
-    if tier not in TIERS:
-        raise UsageError(f"unknown tier {tier!r}: choose one of 1, 2, 3")
+    try:
+        check_tier(tier)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return TierParams(
         tier=tier,
         continuous=tuple(s for s in registry.continuous if _in_tier(s, tier)),

@@ -1,6 +1,6 @@
 """The render engine: every row rendered from a clean synth state, crashes confined.
 
-A reused vita Synth leaks state into later renders (DESIGN.md), and ``load_init_preset``
+A reused vita Synth leaks state into later renders (docs/vita.md), and ``load_init_preset``
 does not clear it. So the engine's process holds one warm Synth that **never renders**, and
 for each preset:
 

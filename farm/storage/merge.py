@@ -34,7 +34,7 @@ from farm.storage import integrity, schema
 from farm.storage.shard import ShardWriter, is_lock_error
 
 if TYPE_CHECKING:
-    from farm.library import Library
+    from farm.presets.library import Library
 
 #: Seconds to wait for a shard that a worker holds open (it appends one job: milliseconds).
 LOCK_WAIT_S = 60.0

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from farm.errors import DatasetError
+from farm.params.normalize import to_raw
 from farm.storage import schema
 
 
@@ -38,6 +39,8 @@ class FarmReader:
         self.categorical_names = [str(n) for n in cat.attrs["names"]]
         self.raw_min = np.asarray(cont.attrs["raw_min"], dtype=np.float64)
         self.raw_max = np.asarray(cont.attrs["raw_max"], dtype=np.float64)
+        # Integer-valued columns are rounded when rendered (files before 2.2 lack it).
+        self.integer = np.asarray(cont.attrs.get("integer", np.zeros(len(self.raw_min))), bool)
         self.options: dict[str, list[str]] = json.loads(cat.attrs["options"])
 
     def __len__(self) -> int:
@@ -140,7 +143,7 @@ class FarmReader:
     def raw_values(self, i: int) -> dict[str, float | str]:
         """Row ``i``'s parameters by name as raw vita values (categoricals as option label)."""
         row = self.get_sample(i)
-        raw = self.raw_min + row["continuous"].astype(np.float64) * (self.raw_max - self.raw_min)
+        raw = to_raw(row["continuous"], self.raw_min, self.raw_max, self.integer)
         out: dict[str, float | str] = dict(zip(self.continuous_names, raw.tolist(), strict=True))
         for name, k in zip(self.categorical_names, row["categorical"].tolist(), strict=True):
             out[name] = self.options[name][k]

@@ -37,7 +37,7 @@ from farm.storage.splits import side_of
 from farm.storage.tables import write_library_tables
 
 if TYPE_CHECKING:
-    from farm.library import Library
+    from farm.presets.library import Library
 
 _META_CHUNK = 4096
 

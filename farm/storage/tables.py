@@ -18,7 +18,7 @@ from farm.storage import schema
 from farm.store import canonical
 
 if TYPE_CHECKING:
-    from farm.library import Library
+    from farm.presets.library import Library
 
 _STR = h5py.string_dtype("utf-8")
 

@@ -23,7 +23,7 @@ from farm.errors import SourceError
 from farm.params.label import Label, Modulation
 from farm.params.normalize import categorical_from_raw, continuous_from_raw
 from farm.params.tiers import TierParams
-from farm.presets import Converted
+from farm.presets.convert import Converted
 from farm.store import Store, object_hash
 
 NO_WAVETABLES = (-1, -1, -1)
@@ -49,7 +49,7 @@ class Library:
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one library per run, kept for the run
     def record(self, i: int) -> dict[str, Any]:
-        """Preset record ``i`` (see :mod:`farm.presets`), wavetables as hashes."""
+        """Preset record ``i`` (see :mod:`farm.presets.convert`), wavetables as hashes."""
         return dict(self.store.get(self.presets[i]))
 
     @functools.lru_cache(maxsize=256)  # noqa: B019

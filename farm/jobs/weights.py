@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,10 @@ from farm.config import RunSpec, WeightsSettings
 from farm.errors import DatasetError, UsageError
 from farm.params.label import Label
 from farm.params.tiers import TierParams
+from farm.paths import write_atomic
 from farm.render.engine import Outcome, RenderEngine
 from farm.render.performance import performances
+from farm.render.spectra import log_spectra, spectra_distance
 from farm.render.validate import Reason, validate
 
 CONTINUOUS_KEY = "params/importance_continuous"
@@ -89,23 +90,6 @@ def variants(label: Label, tp: TierParams, delta: float) -> Iterator[tuple[str, 
         cat = label.categorical.copy()
         cat[k] = (int(cat[k]) + 1) % n
         yield "categorical", k, dataclasses.replace(label, categorical=cat)
-
-
-def log_spectra(audio: np.ndarray, fft_sizes: Sequence[int]) -> list[np.ndarray]:
-    """Log magnitude spectrograms (mono mix, natural log, floor 1e-5), one per FFT size."""
-    from scipy.signal import stft
-
-    mono = np.asarray(audio, dtype=np.float64).mean(axis=0)
-    out = []
-    for n in fft_sizes:
-        _, _, z = stft(mono, nperseg=n, noverlap=n * 3 // 4, boundary=None)
-        out.append(np.log(np.abs(z) + 1e-5))
-    return out
-
-
-def spectra_distance(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
-    """Mean absolute difference of two :func:`log_spectra`, averaged over resolutions."""
-    return sum(float(np.mean(np.abs(x - y))) for x, y in zip(a, b, strict=True)) / len(a)
 
 
 def _render(engine: RenderEngine, label: Label) -> np.ndarray | None:
@@ -176,9 +160,7 @@ def aggregate(results: Sequence[Mapping[str, Any]], tp: TierParams) -> dict[str,
 
 def write_json(path: Path, weights: Mapping[str, Any]) -> None:
     """The weights as JSON (temporary name, then renamed)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(weights, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(weights, indent=1, sort_keys=False) + "\n").encode())
 
 
 def add_to_dataset(path: Path, weights: Mapping[str, Any]) -> None:

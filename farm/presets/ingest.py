@@ -13,9 +13,9 @@ from pathlib import Path
 
 from farm.config import SourceSettings
 from farm.errors import SourceError
-from farm.library import build_library, read_catalog
-from farm.presets import Converted, convert
-from farm.sources import Scan, scan, vital_folders
+from farm.presets.convert import Converted, convert
+from farm.presets.files import Scan, scan, vital_folders
+from farm.presets.library import build_library, read_catalog
 from farm.store import Store
 
 

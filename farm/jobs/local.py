@@ -13,21 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm.config import RunSpec
+from farm.config import MAX_BARREN_JOBS, RunSpec
 from farm.errors import FarmError
-from farm.jobs import render_job
-from farm.library import library_for
+from farm.jobs.plan import sample_job
+from farm.jobs.render import render_job
 from farm.params.label import Label
 from farm.params.registry import get_registry
-from farm.params.sampler import sample_job
 from farm.params.tiers import tier_params
+from farm.presets.library import library_for
 from farm.render.engine import RenderEngine
 from farm.render.validate import Reason
 from farm.storage.merge import counted_rejections
 from farm.storage.shard import ShardWriter
 
 #: Jobs in a row with no accepted row before a run gives up (thresholds too strict, ...).
-MAX_BARREN_JOBS = 50
 
 
 @dataclass

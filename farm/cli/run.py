@@ -114,9 +114,10 @@ def _interruptible(run_id: str) -> Iterator[None]:
 
 def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
     from coordinator.run import describe, follow
-    from farm.cli import _Progress
+    from farm.cli.options import Progress
+    from farm.jobs.kinds import WEIGHTS, kind_of
 
-    bar = _Progress()
+    bar = Progress()
 
     def note(line: str) -> None:
         bar.end()
@@ -134,7 +135,7 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
         )
     finally:
         bar.end()
-    if st.state == "done" and ledger.spec().weights is not None:
+    if st.state == "done" and kind_of(ledger.spec()) is WEIGHTS:
         _echo_weights(farm, st, started)
     elif st.state == "done":
         from farm.paths import stored_output
@@ -246,17 +247,17 @@ def _echo_weights(farm: _Farm, st: Any, started: float) -> None:
 
 def register(cli: click.Group) -> None:
     """Add the run commands to the ``farm`` group."""
-    from farm.cli import (
-        _broker_option,
-        _build_spec,
-        _data_dir_option,
-        _spec_options,
-        _with_sources,
+    from farm.cli.options import (
+        broker_option,
+        build_spec,
+        data_dir_option,
+        spec_options,
+        with_sources,
     )
 
     @cli.command()
-    @_spec_options
-    @_broker_option
+    @spec_options
+    @broker_option
     @_workers_option
     @_wait_option
     @click.option("--window", type=int, default=None, help="Most jobs outstanding at once.")
@@ -275,11 +276,11 @@ def register(cli: click.Group) -> None:
         from farm.config import Faults
         from farm.disk import check_disk
         from farm.paths import check_output, resolve_output
-        from farm.sources import check_dirs
+        from farm.presets.files import check_dirs
         from farm.storage.compression import dataset_options
 
         started = time.monotonic()
-        spec = _build_spec(kw)
+        spec = build_spec(kw)
         settings = _settings(
             kw["data_dir"], kw["broker"], window=kw["window"], keep_shards=kw["keep_shards"]
         )
@@ -293,7 +294,7 @@ def register(cli: click.Group) -> None:
         check_output(out, force=kw["force"], root=settings.data_dir)
         check_disk(spec, settings.data_dir, extra_jobs=window_for(settings, local))
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        spec = _with_sources(spec, kw, settings.data_dir)
+        spec = with_sources(spec, kw, settings.data_dir)
         rel = str(out.relative_to(Path(settings.data_dir).resolve()))
         faults = Faults(
             crash_fraction=kw["inject_crash"],
@@ -305,8 +306,8 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @click.argument("run_id", required=False)
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     def status(run_id: str | None, broker: str | None, data_dir: str, as_json: bool) -> None:
         """Every run, or one run in detail (state, rows, jobs, rejections, workers, ETA)."""
@@ -350,8 +351,8 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @click.argument("run_id")
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     @_workers_option
     @_wait_option
     def resume(
@@ -379,8 +380,8 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @click.argument("run_id")
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     def cancel(run_id: str, broker: str | None, data_dir: str) -> None:
         """Stop handing out a run's jobs (it can be resumed later)."""
         from coordinator.ledger import Ledger, check_run_id
@@ -396,13 +397,13 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @click.argument("run_id")
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     @click.option("--keep-shards", is_flag=True, help="Keep the shards after collecting.")
     def collect(run_id: str, broker: str | None, data_dir: str, keep_shards: bool) -> None:
         """Run a complete run's collector here (idempotent)."""
+        from coordinator.collect import collect_run
         from coordinator.ledger import Ledger, check_run_id
-        from workers.collect import collect_run
 
         check_run_id(run_id)
         settings = _settings(data_dir, broker, keep_shards=keep_shards or None)
@@ -413,8 +414,8 @@ def register(cli: click.Group) -> None:
         click.echo(done.summary())
 
     @cli.command()
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
     def gc(broker: str | None, data_dir: str, dry_run: bool) -> None:
         """Remove what no run needs any more: shards of done or unknown runs, their
@@ -441,8 +442,8 @@ def register(cli: click.Group) -> None:
         click.echo(f"{verb} {len(garbage.items)} item(s), {human(size)}")
 
     @cli.command(context_settings={"ignore_unknown_options": True})
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     @click.option("-c", "--concurrency", type=int, default=None, help="Pool processes.")
     @click.option("--loglevel", default="INFO", show_default=True)
     @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
@@ -475,7 +476,7 @@ def register(cli: click.Group) -> None:
 
 def register_weights(cli: click.Group) -> None:
     """Add ``compute-weights`` to the CLI."""
-    from farm.cli import _broker_option, _data_dir_option
+    from farm.cli.options import broker_option, data_dir_option
 
     @cli.command("compute-weights")
     @click.option("--tier", type=int, default=2, show_default=True, help="Tier 1, 2 or 3.")
@@ -512,8 +513,8 @@ def register_weights(cli: click.Group) -> None:
         help="JSON file of the weights [default: weights_t{tier}_{n}.json].",
     )
     @click.option("--force", is_flag=True, help="Replace an existing JSON file.")
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     @_workers_option
     @_wait_option
     def compute_weights(**kw: Any) -> None:  # fmt: skip
@@ -582,10 +583,10 @@ def _check_weights_target(path: Path, tier: int) -> None:
 def _check_fixed(spec: Any) -> None:
     """Apply ``--set`` to a dummy label now, so a bad name or value is an error before
     anything starts."""
+    from farm.jobs.plan import sample_job
+    from farm.jobs.weights import fix_label
     from farm.params.registry import get_registry
-    from farm.params.sampler import sample_job
     from farm.params.tiers import tier_params
-    from farm.weights import fix_label
 
     tp = tier_params(get_registry(), spec.tier)
     fix_label(sample_job(spec, tp, 0)[0], tp, spec.weights.fixed)
@@ -593,11 +594,11 @@ def _check_fixed(spec: Any) -> None:
 
 def register_monitor(cli: click.Group) -> None:
     """Add ``flower`` and ``health`` to the CLI."""
-    from farm.cli import _broker_option, _data_dir_option
+    from farm.cli.options import broker_option, data_dir_option
 
     @cli.command()
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     @click.option(
         "--address",
         envvar="FARM_FLOWER_ADDRESS",
@@ -638,8 +639,8 @@ def register_monitor(cli: click.Group) -> None:
         app.start(argv=argv)
 
     @cli.command(hidden=True)
-    @_broker_option
-    @_data_dir_option
+    @broker_option
+    @data_dir_option
     @click.option("--worker", "is_worker", is_flag=True, help="Also ping this container's worker.")
     def health(broker: str | None, data_dir: str, is_worker: bool) -> None:
         """Exit 0 when this container can work (the image's HEALTHCHECK)."""

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from farm.forked import call_in_child
 from farm.params.label import Modulation
 from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, MAX_SLOTS, canonical
 from farm.params.registry import get_registry, modulation_names
-from farm.sources import Scan, SourceFile
+from farm.presets.files import Scan, SourceFile
+from farm.render.forked import call_in_child
 
 #: Settings keys that are preset state but not parameters: kept and injected as they are.
 STATE_KEYS = ("lfos", "sample")

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from farm.errors import OutputPathError, SourceError
+from farm.paths import write_atomic
 
 #: Public preset repositories ``download-presets`` fetches by default. Check each one's
 #: licence before publishing a dataset made from it (this one: CC BY 4.0).
@@ -37,7 +38,7 @@ def register(
     ) -> None:
         """Collect every distinct wavetable of .vital/.vitalbank/.vitaltable files."""
         from farm.paths import check_output, resolve_output
-        from farm.sources import TABLE_SUFFIX, scan, vital_folders
+        from farm.presets.files import TABLE_SUFFIX, scan, vital_folders
         from farm.store import canonical, object_hash
 
         Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -65,9 +66,7 @@ def register(
             {"format": "farm-wavetable-catalog-1", "wavetables": list(entries.values())}
         )
         data = gzip.compress(doc, mtime=0) if out.name.endswith(".gz") else doc
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
+        write_atomic(out, data)
         click.echo(
             f"wrote {out}: {len(entries)} distinct wavetables ({total} found in "
             f"{len(found.files)} files of {len(dirs)} folder(s)), {len(data) / 1e6:.1f} MB"
@@ -118,8 +117,8 @@ def register(
         """Render one row again from the dataset file alone, into a WAV."""
         from farm.errors import DatasetError
         from farm.paths import check_output, resolve_output
-        from farm.rerender import rerender as render_row
-        from farm.rerender import write_wav
+        from farm.tools.rerender import rerender as render_row
+        from farm.tools.rerender import write_wav
 
         if not Path(file).is_file():
             raise DatasetError(f"no dataset file {file}")

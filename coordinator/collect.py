@@ -13,6 +13,7 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,12 @@ from coordinator.ledger import CANCELLED, COLLECTING, DONE, FAILED, RUNNING, Led
 from farm.config import FarmSettings, RunSpec
 from farm.disk import disk_full, estimate_bytes, is_disk_full
 from farm.errors import CollectError, FarmError, RunStateError
-from farm.library import library_for
+from farm.jobs.kinds import DATASET, WEIGHTS, kind_of
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
-from farm.paths import OutputClaim, stored_output
+from farm.paths import OutputClaim, shard_dir, stored_output
+from farm.presets.library import library_for
 from farm.storage.merge import MergeResult, MissingRowsError, Piece, merge
-from workers.render import shard_dir
 
 log = logging.getLogger("farm.collect")
 
@@ -111,8 +112,17 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
         return Collected(
             ledger.run_id, out, int(meta.get("rows", spec.n)), missing=not out.exists()
         )
-    if spec.weights is not None:
-        return collect_weights(ledger, settings, meta, spec)
+    return COLLECTORS[kind_of(spec).name](ledger, settings, meta, spec, sender)
+
+
+def collect_dataset(
+    ledger: Ledger,
+    settings: FarmSettings,
+    meta: dict[str, str],
+    spec: RunSpec,
+    sender: Sender | None,
+) -> Collected:
+    """A dataset run's end: the shortest prefix of finished jobs merged into the file."""
     out = stored_output(settings.data_dir, meta["output"])
     folder = shard_dir(settings.data_dir, ledger.run_id)
     pieces, by_job = pieces_of(ledger, folder)
@@ -172,8 +182,7 @@ def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -
 
 
 def _output(settings: FarmSettings, meta: dict[str, str], spec: RunSpec) -> Path:
-    suffix = ".json" if spec.weights is not None else ".h5"
-    return stored_output(settings.data_dir, meta["output"], suffix=suffix)
+    return stored_output(settings.data_dir, meta["output"], suffix=kind_of(spec).suffix)
 
 
 def _failed(
@@ -191,11 +200,15 @@ def _failed(
 
 
 def collect_weights(
-    ledger: Ledger, settings: FarmSettings, meta: dict[str, str], spec: RunSpec
+    ledger: Ledger,
+    settings: FarmSettings,
+    meta: dict[str, str],
+    spec: RunSpec,
+    sender: Sender | None = None,
 ) -> Collected:
     """An importance run's end: the first n measured base presets (in job order) become
     weights, written as JSON and, when asked, into the target dataset."""
-    from farm.weights import add_to_dataset, aggregate, write_json
+    from farm.jobs.weights import add_to_dataset, aggregate, write_json
 
     assert spec.weights is not None
     out = stored_output(settings.data_dir, meta["output"], suffix=".json")
@@ -234,3 +247,10 @@ def collect_weights(
     )
     OutputClaim(settings.data_dir, meta["output"]).release(ledger.run_id)
     return Collected(ledger.run_id, out, spec.n, weights=True)
+
+
+#: What collects each kind of run (:mod:`farm.jobs.kinds`).
+COLLECTORS: dict[str, Callable[..., Collected]] = {
+    DATASET.name: collect_dataset,
+    WEIGHTS.name: collect_weights,
+}

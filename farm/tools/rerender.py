@@ -8,7 +8,6 @@ here hashes to the row's ``preset_hash``, which proves nothing was lost on the w
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from farm.params.label import Label, Modulation
 from farm.params.modulation import from_matrix
 from farm.params.registry import get_registry, modulation_names
 from farm.params.tiers import TierParams, tier_params
+from farm.paths import write_atomic
 from farm.render.performance import Played, performances
 from farm.storage import schema
 
@@ -131,6 +131,4 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     )
     header += b"fact" + struct.pack("<II", 4, audio.shape[1])
     header += b"data" + struct.pack("<I", len(data))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(header + data)
-    os.replace(tmp, path)
+    write_atomic(path, header + data)

@@ -93,9 +93,10 @@ def spectrogram_sketch(
 ) -> str:
     """A log-magnitude spectrogram in characters (low frequencies at the bottom, log
     frequency axis, 60 dB of range)."""
-    from farm.pictures import log_spectrogram
+    from farm.render.spectra import log_spectrogram
 
-    freqs, _, db = log_spectrogram(audio, sample_rate, n_fft=1024)
+    spec = log_spectrogram(audio, 1024, sample_rate=sample_rate)
+    freqs, db = spec.freqs, spec.db.T
     edges = np.geomspace(40.0, sample_rate / 2, height + 1)
     cols = np.array_split(np.arange(db.shape[1]), width)
     grid = np.full((height, width), -120.0)
@@ -146,7 +147,7 @@ def play_or_export(audio: np.ndarray, sample_rate: int, wav: Path) -> str:
         sounddevice.play(np.ascontiguousarray(audio.T), sample_rate)
         return "playing"
     except Exception:  # no module, no PortAudio, no device: the WAV is the fallback
-        from farm.rerender import write_wav
+        from farm.tools.rerender import write_wav
 
         write_wav(wav, audio, sample_rate)
         return f"no sound card: wrote {wav}"
@@ -282,7 +283,7 @@ def make_app(path: str, data_dir: str) -> Any:
 
         def action_export(self) -> None:
             if self.current is not None:
-                from farm.rerender import write_wav
+                from farm.tools.rerender import write_wav
 
                 wav = self._wav()
                 write_wav(wav, reader.get_sample(self.current)["audio"], rate)

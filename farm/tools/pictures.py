@@ -6,13 +6,15 @@ temporary name and renamed.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from farm.errors import UsageError
+from farm.params.normalize import to_unit
+from farm.paths import atomic_path
+from farm.render.spectra import log_spectrogram
 from farm.storage.reader import FarmReader
 
 #: Optional per-parameter weights a dataset may hold (``farm compute-weights``).
@@ -31,24 +33,8 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def log_spectrogram(
-    audio: np.ndarray, sample_rate: int, n_fft: int = 2048
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Magnitude in dB (floored at -120) of the mono mix, with its frequencies and times."""
-    from scipy.signal import stft
-
-    mono = np.asarray(audio, dtype=np.float64).mean(axis=0)
-    freqs, times, z = stft(mono, fs=sample_rate, nperseg=n_fft, noverlap=n_fft * 3 // 4)
-    db = 20.0 * np.log10(np.maximum(np.abs(z), 1e-6))
-    return freqs, times, db
 
 
 def important_parameters(reader: FarmReader, row: dict[str, Any], top: int) -> list[str]:
@@ -58,12 +44,11 @@ def important_parameters(reader: FarmReader, row: dict[str, Any], top: int) -> l
     from farm.params.registry import get_registry
 
     reg = get_registry()
-    span = np.where(reader.raw_max > reader.raw_min, reader.raw_max - reader.raw_min, 1.0)
     names = reader.continuous_names
     defaults = np.array(
         [reg[n].default if n in reg else lo for n, lo in zip(names, reader.raw_min, strict=True)]
     )
-    default_norm = np.clip((defaults - reader.raw_min) / span, 0.0, 1.0)
+    default_norm = to_unit(defaults, reader.raw_min, reader.raw_max)
     score = np.abs(row["continuous"].astype(np.float64) - default_norm)
     if IMPORTANCE in reader.file:
         score = score * np.asarray(reader.file[IMPORTANCE][...], dtype=np.float64)
@@ -76,7 +61,8 @@ def row_picture(reader: FarmReader, index: int, path: Path, top: int = 16) -> No
     plt = _pyplot()
     row = reader.get_sample(index)
     rate = int(reader.file.attrs["sample_rate"])
-    freqs, times, db = log_spectrogram(row["audio"], rate)
+    spec = log_spectrogram(row["audio"], sample_rate=rate)
+    freqs, times, db = spec.freqs, spec.times, spec.db.T
     names = important_parameters(reader, row, top)
     raw = reader.raw_values(row["index"])
     values = [float(row["continuous"][reader.continuous_names.index(n)]) for n in names]

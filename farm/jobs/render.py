@@ -1,7 +1,7 @@
 """One job of a run, rendered and validated: the plain function behind every render task.
 
 A job is ``spec.batch_size`` presets; job ``j`` is a pure function of the spec and ``j``
-(:func:`farm.params.sampler.sample_job`), so any lost job can be re-created anywhere.
+(:func:`farm.jobs.plan.sample_job`), so any lost job can be re-created anywhere.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from farm.config import RunSpec
+from farm.jobs.plan import block_key
 from farm.params.label import Label, Modulation
-from farm.params.sampler import block_key, rng_for
+from farm.params.sampler import rng_for
 from farm.render.engine import Outcome, RenderEngine
 from farm.render.performance import performances
 from farm.render.validate import Reason, validate

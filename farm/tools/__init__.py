@@ -1,0 +1,1 @@
+"""Tools over finished datasets: pictures, the terminal preview, a row rendered again."""
