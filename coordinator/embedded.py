@@ -29,7 +29,7 @@ from typing import IO
 import redis
 
 from coordinator.processes import kill_group, spawn
-from farm.config import FarmSettings
+from farm.config import FarmSettings, settings_env
 from farm.disk import disk_full, free_bytes
 from farm.errors import BrokerError, UsageError
 
@@ -270,11 +270,14 @@ class LocalWorkers:
     def env(self) -> dict[str, str]:
         """The workers' environment: the farm settings as ``FARM_*`` variables."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
-        for name, value in self.settings.model_dump().items():
-            if value is not None:
-                env["FARM_" + name.upper()] = str(value)
-        env["FARM_DATA_DIR"] = str(Path(self.settings.data_dir).resolve())
-        env["FARM_DIE_WITH_PARENT"] = "1"
+        mine = self.settings.model_copy(
+            update={
+                "data_dir": str(Path(self.settings.data_dir).resolve()),
+                "die_with_parent": True,
+            }
+        )
+        env.update(settings_env(mine))
+        env.pop("FLOWER_BASIC_AUTH", None)  # a secret the workers do not need
         env["TMPDIR"] = str(self.tmp)
         return env
 

@@ -406,6 +406,16 @@ class FarmSettings(_Frozen):
     """With ``flower_key_file``: ``farm flower`` serves HTTPS with this certificate."""
     flower_key_file: str | None = None
     """The private key of ``flower_cert_file``."""
+    flower_address: str = "127.0.0.1"
+    """Interface ``farm flower`` listens on (0.0.0.0 in a container)."""
+    flower_port: int = Field(5555, ge=1, le=65535)
+    """Port of ``farm flower``."""
+    flower_basic_auth: str | None = Field(None, repr=False)
+    """``USER:PASSWORD[,USER:PASSWORD]`` of the dashboard (also read from Flower's own
+    ``FLOWER_BASIC_AUTH``). A secret: never passed on to worker processes."""
+    die_with_parent: bool = False
+    """Worker pool processes exit when their parent dies (the embedded workers of a
+    ``farm submit``: a killed submitter leaves nothing running)."""
 
     @model_validator(mode="after")
     def _beats_fit(self) -> FarmSettings:
@@ -423,13 +433,30 @@ class FarmSettings(_Frozen):
         return bool(self.broker_url and self.broker_url.startswith("rediss://"))
 
 
+#: Settings that never travel to another process's environment.
+_SECRETS = ("flower_basic_auth",)
+
+
 def settings_from_env(env: Mapping[str, str], **given: Any) -> FarmSettings:
-    """Farm settings from ``FARM_*`` variables, overridden by ``given`` values that are not
-    None. Called only at the edges (CLI, worker start-up)."""
+    """Farm settings from ``FARM_*`` variables (and Flower's ``FLOWER_BASIC_AUTH``),
+    overridden by ``given`` values that are not None. Called only at the edges (CLI,
+    worker start-up)."""
     fields: dict[str, Any] = {}
     for name in FarmSettings.model_fields:
         value = env.get("FARM_" + name.upper())
         if value is not None and value != "":
             fields[name] = value
+    if "flower_basic_auth" not in fields and env.get("FLOWER_BASIC_AUTH"):
+        fields["flower_basic_auth"] = env["FLOWER_BASIC_AUTH"]
     fields.update({k: v for k, v in given.items() if v is not None})
     return FarmSettings(**fields)
+
+
+def settings_env(settings: FarmSettings) -> dict[str, str]:
+    """The ``FARM_*`` variables that rebuild ``settings`` in another process (secrets left
+    out): the one way settings reach a worker process started by the farm."""
+    out = {}
+    for name, value in settings.model_dump().items():
+        if value is not None and name not in _SECRETS:
+            out["FARM_" + name.upper()] = str(value)
+    return out

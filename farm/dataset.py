@@ -100,8 +100,8 @@ class FarmDataset:
         with FarmReader(self.path) as reader:
             f = reader.file
             self.sources = {name: self._source(f, name) for name in fields}
-            hashes = f["metadata/preset_hash"][...]
-            stored = f["metadata/split"][...] if "metadata/split" in f else None
+            hashes = f[schema.meta("preset_hash")][...]
+            stored = f[schema.meta("split")][...] if schema.meta("split") in f else None
         self.fields = tuple(fields)
         rows = np.arange(len(hashes))
         own = validation_fraction is not None or seed is not None or stored is None
@@ -123,7 +123,7 @@ class FarmDataset:
         self._pid = -1
 
     def _source(self, f: h5py.File, name: str) -> str:
-        path = ARRAYS.get(name, f"metadata/{name}")
+        path = ARRAYS.get(name, schema.meta(name))
         if path not in f:
             known = [k for k, v in ARRAYS.items() if v in f] + sorted(f["metadata"].keys())
             raise DatasetError(f"no field {name!r} in {self.path}; fields: {', '.join(known)}")

@@ -16,30 +16,38 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from coordinator.broker import celery_config
 from farm.config import FarmSettings, settings_from_env
 
+#: The settings of the app this process runs (the last one made).
+_running: list[FarmSettings] = []
+
 
 def make_app(settings: FarmSettings) -> Celery:
-    """A worker app for ``settings`` with the farm's tasks registered."""
+    """A worker app for ``settings`` with the farm's tasks registered; its processes
+    start from these settings (``farm worker`` passes them here directly)."""
     app = Celery("farm")
     app.conf.update(celery_config(settings))
     app.conf.farm_settings = settings
     from workers import tasks
 
     tasks.register(app)
+    _running[:] = [settings]
     return app
 
 
+#: ``celery -A workers`` (the embedded workers): settings from the environment that
+#: :func:`farm.config.settings_env` wrote for them.
 app = make_app(settings_from_env(os.environ))
 
 
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
-    if os.environ.get("FARM_DIE_WITH_PARENT") == "1":
+    settings = _running[0]
+    if settings.die_with_parent:
         from coordinator.processes import die_with_parent
 
         die_with_parent()
     from workers.context import WorkerContext
 
-    WorkerContext.start(app.conf.farm_settings)
+    WorkerContext.start(settings)
 
 
 _supervisor: list[Any] = []
@@ -52,7 +60,7 @@ def _start_supervisor(sender: Any = None, **_: Any) -> None:
     from workers.liveness import SupervisorThread
 
     node = str(getattr(sender, "hostname", "") or f"pid-{os.getpid()}")
-    thread = SupervisorThread(app.conf.farm_settings, node)
+    thread = SupervisorThread(_running[0], node)
     thread.start()
     _supervisor.append(thread)
 

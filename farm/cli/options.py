@@ -4,6 +4,7 @@ the progress line. Public, so each command module imports them from one place.""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -289,3 +290,17 @@ class Progress:
     def end(self) -> None:
         if self.tty and self.shown:
             click.echo("", err=True)
+
+
+def farm_settings(data_dir: str, broker: str | None, **given: Any) -> Any:
+    """The farm settings from ``FARM_*``, overridden by the options given (one-line
+    errors for bad values)."""
+    from pydantic import ValidationError
+
+    from farm.config import settings_from_env
+
+    try:
+        return settings_from_env(os.environ, data_dir=data_dir, broker_url=broker, **given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UsageError(f"invalid setting {first['loc'][0]}: {first['msg']}") from None

@@ -20,15 +20,16 @@ from typing import Any
 
 import click
 
+from farm.cli.options import farm_settings
 from farm.errors import InterruptedRun, UsageError
 
-_workers_option = click.option(
+workers_option = click.option(
     "--workers",
     type=int,
     default=None,
     help="Local worker processes for the embedded default [default: CPU count].",
 )
-_wait_option = click.option(
+wait_option = click.option(
     "--wait/--detach",
     default=None,
     help="Follow the run to its end, or print its id and return [default: wait on a terminal].",
@@ -79,18 +80,6 @@ def _farm(settings: Any, *, run_workers: int | None) -> Iterator[_Farm]:
         local = settings.model_copy(update={"broker_url": url})
         with LocalWorkers(local, run_workers, broker.dir / "logs") as workers:
             yield _Farm(local, connect(local), Sender.for_settings(local), workers)
-
-
-def _settings(data_dir: str, broker: str | None, **given: Any) -> Any:
-    from pydantic import ValidationError
-
-    from farm.config import settings_from_env
-
-    try:
-        return settings_from_env(os.environ, data_dir=data_dir, broker_url=broker, **given)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise UsageError(f"invalid setting {first['loc'][0]}: {first['msg']}") from None
 
 
 @contextmanager
@@ -157,7 +146,7 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
     return st
 
 
-def _run(
+def start_run(
     settings: Any,
     spec: Any,
     *,
@@ -258,8 +247,8 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @spec_options
     @broker_option
-    @_workers_option
-    @_wait_option
+    @workers_option
+    @wait_option
     @click.option("--window", type=int, default=None, help="Most jobs outstanding at once.")
     @click.option("--keep-shards", is_flag=True, help="Keep the shards after collecting.")
     @click.option(
@@ -281,7 +270,7 @@ def register(cli: click.Group) -> None:
 
         started = time.monotonic()
         spec = build_spec(kw)
-        settings = _settings(
+        settings = farm_settings(
             kw["data_dir"], kw["broker"], window=kw["window"], keep_shards=kw["keep_shards"]
         )
         # Everything that can be refused is refused before anything is created.
@@ -302,7 +291,7 @@ def register(cli: click.Group) -> None:
             collect_delay_s=kw["collect_delay"],
         )
         what = f"{spec.n} rows of tier {spec.tier}"
-        _run(settings, spec, output=rel, kw=kw, started=started, what=what, faults=faults)
+        start_run(settings, spec, output=rel, kw=kw, started=started, what=what, faults=faults)
 
     @cli.command()
     @click.argument("run_id", required=False)
@@ -317,7 +306,7 @@ def register(cli: click.Group) -> None:
 
         if run_id is not None:
             check_run_id(run_id)
-        settings = _settings(data_dir, broker)
+        settings = farm_settings(data_dir, broker)
         if not settings.broker_url and not EmbeddedBroker(data_dir).exists:
             if run_id is not None:
                 raise UsageError(f"no run {run_id!r}: no runs in {data_dir}")
@@ -334,7 +323,7 @@ def register(cli: click.Group) -> None:
                 click.echo(f"  workers seen {len(st.workers)}: {' '.join(st.workers)}")
                 if st.error:
                     click.echo(f"  error: {st.error}")
-                _echo_flower(settings)
+                echo_flower(settings)
                 return
             runs = [Ledger(farm.client, r).status() for r in list_runs(farm.client)]
             if as_json:
@@ -347,14 +336,14 @@ def register(cli: click.Group) -> None:
                 click.echo(
                     f"{st.run_id:28} {st.state:10} {st.accepted:>8}/{st.n:<8} {when}  {st.output}"
                 )
-            _echo_flower(settings)
+            echo_flower(settings)
 
     @cli.command()
     @click.argument("run_id")
     @broker_option
     @data_dir_option
-    @_workers_option
-    @_wait_option
+    @workers_option
+    @wait_option
     def resume(
         run_id: str, broker: str | None, data_dir: str, workers: int | None, wait: bool | None
     ) -> None:
@@ -364,7 +353,7 @@ def register(cli: click.Group) -> None:
 
         check_run_id(run_id)
         started = time.monotonic()
-        settings = _settings(data_dir, broker)
+        settings = farm_settings(data_dir, broker)
         local = None if settings.broker_url else (workers or _cpu_count())
         if not settings.broker_url:
             _require_embedded_run(data_dir, run_id)
@@ -388,7 +377,7 @@ def register(cli: click.Group) -> None:
         from coordinator.run import cancel as cancel_run
 
         check_run_id(run_id)
-        settings = _settings(data_dir, broker)
+        settings = farm_settings(data_dir, broker)
         if not settings.broker_url:
             _require_embedded_run(data_dir, run_id)
         with _farm(settings, run_workers=None) as farm:
@@ -406,7 +395,7 @@ def register(cli: click.Group) -> None:
         from coordinator.ledger import Ledger, check_run_id
 
         check_run_id(run_id)
-        settings = _settings(data_dir, broker, keep_shards=keep_shards or None)
+        settings = farm_settings(data_dir, broker, keep_shards=keep_shards or None)
         if not settings.broker_url:
             _require_embedded_run(data_dir, run_id)
         with _farm(settings, run_workers=None) as farm:
@@ -424,7 +413,7 @@ def register(cli: click.Group) -> None:
         from coordinator.gc import find_garbage
         from farm.disk import human
 
-        settings = _settings(data_dir, broker)
+        settings = farm_settings(data_dir, broker)
         if not Path(settings.data_dir).is_dir():
             raise UsageError(f"no data folder {settings.data_dir}")
         if not settings.broker_url and not EmbeddedBroker(data_dir).exists:
@@ -457,203 +446,21 @@ def register(cli: click.Group) -> None:
         """A Celery worker with the farm's settings (needs --broker / FARM_BROKER_URL)."""
         from coordinator.broker import connect
 
-        settings = _settings(data_dir, broker)
+        settings = farm_settings(data_dir, broker)
         if not settings.broker_url:
             raise UsageError("farm worker needs a broker: --broker or FARM_BROKER_URL")
         connect(settings)
-        os.environ["FARM_BROKER_URL"] = settings.broker_url
-        os.environ["FARM_DATA_DIR"] = str(Path(settings.data_dir).resolve())
-        from workers.app import app
+        from workers.app import make_app
 
+        resolved = str(Path(settings.data_dir).resolve())
+        app = make_app(settings.model_copy(update={"data_dir": resolved}))
         argv = ["worker", f"--loglevel={loglevel}", f"--queues={settings.queue}"]
         if concurrency:
             argv.append(f"--concurrency={concurrency}")
         app.worker_main([*argv, *celery_args])
 
-    register_monitor(cli)
-    register_weights(cli)
 
-
-def register_weights(cli: click.Group) -> None:
-    """Add ``compute-weights`` to the CLI."""
-    from farm.cli.options import broker_option, data_dir_option
-
-    @cli.command("compute-weights")
-    @click.option("--tier", type=int, default=2, show_default=True, help="Tier 1, 2 or 3.")
-    @click.option("--n-base", type=int, default=500, show_default=True, help="Base presets.")
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option(
-        "--delta",
-        type=float,
-        default=0.1,
-        show_default=True,
-        help="Normalized step of a continuous parameter.",
-    )
-    @click.option(
-        "--set",
-        "fixed",
-        multiple=True,
-        metavar="NAME=VALUE",
-        help="Raw value or option every base preset gets (repeatable).",
-    )
-    @click.option("--note", type=int, default=60, show_default=True, help="MIDI note.")
-    @click.option("--note-duration", type=float, default=1.0, show_default=True)
-    @click.option("--render-duration", type=float, default=1.5, show_default=True)
-    @click.option(
-        "-o",
-        "--output",
-        "dataset",
-        default=None,
-        help="A dataset of this tier to store the weights in (params/importance_*).",
-    )
-    @click.option(
-        "--json",
-        "json_out",
-        default=None,
-        help="JSON file of the weights [default: weights_t{tier}_{n}.json].",
-    )
-    @click.option("--force", is_flag=True, help="Replace an existing JSON file.")
-    @broker_option
-    @data_dir_option
-    @_workers_option
-    @_wait_option
-    def compute_weights(**kw: Any) -> None:  # fmt: skip
-        """Weigh each parameter by how much it changes the sound around base presets."""
-        from pydantic import ValidationError
-
-        from farm.config import RenderSettings, RunSpec, WeightsSettings
-        from farm.paths import check_output, resolve_output
-
-        started = time.monotonic()
-        settings = _settings(kw["data_dir"], kw["broker"])
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        root = Path(settings.data_dir).resolve()
-        fixed = {}
-        for item in kw["fixed"]:
-            name, sep, value = item.partition("=")
-            if not (sep and name and value):
-                raise UsageError(f"--set {item!r}: write NAME=VALUE")
-            fixed[name] = value
-        target = None
-        if kw["dataset"]:
-            target = resolve_output(settings.data_dir, kw["dataset"], kw["dataset"])
-            _check_weights_target(target, kw["tier"])
-        try:
-            spec = RunSpec(
-                tier=kw["tier"],
-                n=kw["n_base"],
-                seed=kw["seed"],
-                batch_size=1,
-                render=RenderSettings(
-                    notes=(kw["note"],),
-                    note_duration=kw["note_duration"],
-                    render_duration=kw["render_duration"],
-                ),
-                weights=WeightsSettings(
-                    delta=kw["delta"],
-                    fixed=fixed,
-                    target=str(target.relative_to(root)) if target else None,
-                ),
-            )
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise UsageError(f"invalid option {where}: {first['msg']}") from None
-        _check_fixed(spec)
-        default = f"weights_t{spec.tier}_{spec.n}.json"
-        out = resolve_output(settings.data_dir, kw["json_out"], default, suffixes=(".json",))
-        check_output(out, force=kw["force"])
-        what = f"weights of tier {spec.tier} from {spec.n} base presets"
-        rel = str(out.relative_to(root))
-        _run(settings, spec, output=rel, kw=kw, started=started, what=what, prefix="w")
-
-
-def _check_weights_target(path: Path, tier: int) -> None:
-    from farm.errors import DatasetError
-    from farm.storage.reader import FarmReader
-
-    if not path.is_file():
-        raise DatasetError(f"no dataset {path} to store the weights in")
-    with FarmReader(path) as r:
-        found = int(r.file.attrs["tier"])
-    if found != tier:
-        raise UsageError(f"{path} is tier {found}, not tier {tier}")
-
-
-def _check_fixed(spec: Any) -> None:
-    """Apply ``--set`` to a dummy label now, so a bad name or value is an error before
-    anything starts."""
-    from farm.jobs.plan import sample_job
-    from farm.jobs.weights import fix_label
-    from farm.params.registry import get_registry
-    from farm.params.tiers import tier_params
-
-    tp = tier_params(get_registry(), spec.tier)
-    fix_label(sample_job(spec, tp, 0)[0], tp, spec.weights.fixed)
-
-
-def register_monitor(cli: click.Group) -> None:
-    """Add ``flower`` and ``health`` to the CLI."""
-    from farm.cli.options import broker_option, data_dir_option
-
-    @cli.command()
-    @broker_option
-    @data_dir_option
-    @click.option(
-        "--address",
-        envvar="FARM_FLOWER_ADDRESS",
-        default="127.0.0.1",
-        show_default=True,
-        help="Interface to listen on (0.0.0.0 in a container; env FARM_FLOWER_ADDRESS).",
-    )
-    @click.option("--port", envvar="FARM_FLOWER_PORT", type=int, default=5555, show_default=True)
-    @click.option(
-        "--basic-auth",
-        envvar="FLOWER_BASIC_AUTH",
-        default=None,
-        help="USER:PASSWORD[,USER:PASSWORD] (env FLOWER_BASIC_AUTH); required.",
-    )
-    def flower(
-        broker: str | None, data_dir: str, address: str, port: int, basic_auth: str | None
-    ) -> None:
-        """The Flower dashboard of a broker's workers and tasks, behind basic auth."""
-        from coordinator.broker import connect
-        from coordinator.monitor import check_basic_auth, flower_argv, protect_metrics
-
-        pairs = check_basic_auth(basic_auth)
-        settings = _settings(data_dir, broker)
-        if not settings.broker_url:
-            raise UsageError("farm flower needs a broker: --broker or FARM_BROKER_URL")
-        argv = flower_argv(address, port, pairs, settings)
-        try:
-            protect_metrics()
-        except ImportError:
-            raise UsageError("Flower is not installed: pip install 'farm[flower]'") from None
-        connect(settings)
-        os.environ["FARM_BROKER_URL"] = settings.broker_url
-        # The credentials travel as an argument; keep them out of Flower's own env lookup
-        # so one value decides.
-        os.environ.pop("FLOWER_BASIC_AUTH", None)
-        from workers.app import app
-
-        app.start(argv=argv)
-
-    @cli.command(hidden=True)
-    @broker_option
-    @data_dir_option
-    @click.option("--worker", "is_worker", is_flag=True, help="Also ping this container's worker.")
-    def health(broker: str | None, data_dir: str, is_worker: bool) -> None:
-        """Exit 0 when this container can work (the image's HEALTHCHECK)."""
-        from coordinator.monitor import health_problems, this_worker_node
-
-        settings = _settings(data_dir, broker)
-        problems = health_problems(settings, this_worker_node() if is_worker else None)
-        if problems:
-            raise UsageError("; ".join(problems))
-        click.echo("ok")
-
-
-def _echo_flower(settings: Any) -> None:
+def echo_flower(settings: Any) -> None:
     if settings.flower_url:
         from coordinator.broker import redact
 

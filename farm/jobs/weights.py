@@ -31,9 +31,10 @@ from farm.render.engine import Outcome, RenderEngine
 from farm.render.performance import performances
 from farm.render.spectra import log_spectra, spectra_distance
 from farm.render.validate import Reason, validate
+from farm.storage import schema
 
-CONTINUOUS_KEY = "params/importance_continuous"
-CATEGORICAL_KEY = "params/importance_categorical"
+CONTINUOUS_KEY = schema.IMPORTANCE_CONTINUOUS
+CATEGORICAL_KEY = schema.IMPORTANCE_CATEGORICAL
 
 
 def fix_label(label: Label, tp: TierParams, fixed: Mapping[str, str]) -> Label:

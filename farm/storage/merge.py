@@ -166,8 +166,8 @@ def verify(
                 if f[schema.AUDIO].shape[0] < p.start + p.count:
                     problem = f"{p.shard.name} holds fewer rows than job {p.job} needs"
                 else:
-                    blocks = f["metadata/job"][p.start : p.start + p.count].astype(np.int64)
-                    index = f["metadata/preset"][p.start : p.start + p.count]
+                    blocks = f[schema.meta("job")][p.start : p.start + p.count].astype(np.int64)
+                    index = f[schema.meta("preset")][p.start : p.start + p.count]
                     # Row keys are (sampling block, index): the global preset index.
                     jobs = (blocks * block + index) // batch
                     if not np.all(jobs == p.job):
@@ -256,8 +256,8 @@ def merge(
             if k < n:
                 raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
             f = writer.file
-            last = int(f["metadata/job"][n - 1]) * spec.sampling.block + int(
-                f["metadata/preset"][n - 1]
+            last = int(f[schema.meta("job")][n - 1]) * spec.sampling.block + int(
+                f[schema.meta("preset")][n - 1]
             )
             writer.set_rejections(*counted_rejections(spec, by_job, last, duplicates))
             for key, value in (attrs or {}).items():
@@ -288,9 +288,9 @@ def _copy_piece(
         The next free row, and the piece's rows (shard indices) whose checksum failed.
     """
     lo, hi = p.start, p.start + p.count
-    blocks = src["metadata/job"][lo:hi]
-    presets = src["metadata/preset"][lo:hi]
-    notes = src["metadata/midi_note"][lo:hi]
+    blocks = src[schema.meta("job")][lo:hi]
+    presets = src[schema.meta("preset")][lo:hi]
+    notes = src[schema.meta("midi_note")][lo:hi]
     keep: list[int] = []
     seen: set[tuple[int, int, int]] = set()
     keys = zip(blocks.tolist(), presets.tolist(), notes.tolist(), strict=True)

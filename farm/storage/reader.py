@@ -55,9 +55,9 @@ class FarmReader:
         """A summary: rows, tier, audio layout, notes, rejections, spec and versions."""
         a = self._f.attrs
         audio = self._f[schema.AUDIO]
-        notes = self._f["metadata/midi_note"][...]
-        sources = self._f["metadata/source"][...]
-        hashes = self._f["metadata/preset_hash"][...]
+        notes = self._f[schema.meta("midi_note")][...]
+        sources = self._f[schema.meta("source")][...]
+        hashes = self._f[schema.meta("preset_hash")][...]
         return {
             "path": self.path,
             "schema_version": str(a["schema_version"]),
@@ -114,7 +114,7 @@ class FarmReader:
             if name in f:
                 out[name.rsplit("/", 1)[-1]] = f[name][i]
         for m in schema.metadata_of(f):
-            v = f[f"metadata/{m}"][i]
+            v = f[schema.meta(m)][i]
             out[m] = v.decode() if isinstance(v, bytes) else v.item()
         return out
 
@@ -136,7 +136,7 @@ class FarmReader:
             data = f[name][uniq] if uniq.size else np.zeros((0, *f[name].shape[1:]), f[name].dtype)
             out[name.rsplit("/", 1)[-1]] = data[inverse]
         for m in schema.metadata_of(f):
-            out[m] = f[f"metadata/{m}"][uniq][inverse] if uniq.size else f[f"metadata/{m}"][:0]
+            out[m] = f[schema.meta(m)][uniq][inverse] if uniq.size else f[schema.meta(m)][:0]
         out["audio"] = out.pop("waveforms").astype(np.float32, copy=False)
         return out
 

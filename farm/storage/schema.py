@@ -93,6 +93,15 @@ METADATA_SINCE: dict[str, tuple[int, ...]] = {
     "note_duration": (2, 7, 0),
 }
 
+IMPORTANCE_CONTINUOUS = "params/importance_continuous"
+IMPORTANCE_CATEGORICAL = "params/importance_categorical"
+
+
+def meta(name: str) -> str:
+    """The dataset path of metadata ``name`` (``metadata/<name>``)."""
+    return f"metadata/{name}"
+
+
 CHECKSUM = "metadata/checksum"
 #: The first schema whose rows carry checksums.
 CHECKSUM_SINCE = (2, 4, 0)

@@ -250,7 +250,7 @@ class ShardWriter:
         )
         for name, dtype in schema.METADATA.items():
             f.create_dataset(
-                f"metadata/{name}", (0,), maxshape=(None,), chunks=(_META_CHUNK,), dtype=dtype
+                schema.meta(name), (0,), maxshape=(None,), chunks=(_META_CHUNK,), dtype=dtype
             )
         f.create_dataset(
             schema.CHECKSUM, (0,), maxshape=(None,), chunks=(_META_CHUNK,), dtype="S32"
@@ -314,7 +314,7 @@ class ShardWriter:
             side_of(r.label.hash, self.spec.splits, self.spec.seed).encode() for r in rows
         ]
         for name, values in meta.items():
-            columns[f"metadata/{name}"] = np.array(values, dtype=schema.METADATA[name])
+            columns[schema.meta(name)] = np.array(values, dtype=schema.METADATA[name])
         return columns
 
     def datasets(self) -> list[Any]:

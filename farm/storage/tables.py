@@ -26,7 +26,7 @@ _STR = h5py.string_dtype("utf-8")
 def write_library_tables(f: Any, library: Library | None) -> None:
     """Write ``wavetables/*`` and ``presets/*`` for the rows of open file ``f`` and renumber
     their references (a file without a library gets empty tables)."""
-    wt_ds, lp_ds = f[schema.WAVETABLE], f["metadata/library_preset"]
+    wt_ds, lp_ds = f[schema.WAVETABLE], f[schema.meta("library_preset")]
     wt, lp = wt_ds[...], lp_ds[...]
     used_w = np.unique(wt[wt >= 0]) if library is not None else np.zeros(0, np.int64)
     used_p = np.unique(lp[lp >= 0]) if library is not None else np.zeros(0, np.int64)

@@ -15,10 +15,11 @@ from farm.errors import UsageError
 from farm.params.normalize import to_unit
 from farm.paths import atomic_path
 from farm.render.spectra import log_spectrogram
+from farm.storage import schema
 from farm.storage.reader import FarmReader
 
 #: Optional per-parameter weights a dataset may hold (``farm compute-weights``).
-IMPORTANCE = "params/importance_continuous"
+IMPORTANCE = schema.IMPORTANCE_CONTINUOUS
 
 
 def _pyplot() -> Any:
@@ -95,7 +96,7 @@ def overview_picture(reader: FarmReader, path: Path, max_params: int = 48) -> No
     plt = _pyplot()
     info = reader.info()
     cont = np.asarray(reader.file["params/continuous"][...], dtype=np.float32)
-    rms = np.asarray(reader.file["metadata/rms"][...], dtype=np.float64)
+    rms = np.asarray(reader.file[schema.meta("rms")][...], dtype=np.float64)
     names = reader.continuous_names[:max_params]
     cols = 8
     rows = (len(names) + cols - 1) // cols + 1

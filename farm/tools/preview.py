@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from farm.errors import UsageError
+from farm.storage import schema
 from farm.storage.reader import FarmReader
 
 SHADES = " .:-=+*#%@"
@@ -68,10 +69,10 @@ def read_meta(reader: FarmReader) -> dict[str, np.ndarray]:
     """The columns the list shows and filters on (strings decoded)."""
     f = reader.file
     return {
-        "midi_note": f["metadata/midi_note"][...],
-        "tier": f["metadata/tier"][...],
-        "source": f["metadata/source"][...].astype(str),
-        "preset_name": f["metadata/preset_name"][...].astype(str),
+        "midi_note": f[schema.meta("midi_note")][...],
+        "tier": f[schema.meta("tier")][...],
+        "source": f[schema.meta("source")][...].astype(str),
+        "preset_name": f[schema.meta("preset_name")][...].astype(str),
     }
 
 

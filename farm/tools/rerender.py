@@ -62,7 +62,7 @@ def read_row(f: Any, index: int) -> StoredRow:
         sources, destinations = modulation_names()
         mods = from_matrix(f[schema.MODULATION][index], sources, destinations)
     wts = tuple(int(w) for w in f[schema.WAVETABLE][index])
-    state = int(f["metadata/library_preset"][index])
+    state = int(f[schema.meta("library_preset")][index])
     nonscalar: dict[str, Any] = {}
     if state >= 0:
         nonscalar.update(json.loads(f["presets/state"][state]))
@@ -73,22 +73,22 @@ def read_row(f: Any, index: int) -> StoredRow:
         continuous=f[schema.CONTINUOUS][index],
         categorical=f[schema.CATEGORICAL][index],
         modulations=mods,
-        name=f["metadata/preset_name"][index].decode(),
-        source=f["metadata/source"][index].decode(),
+        name=f[schema.meta("preset_name")][index].decode(),
+        source=f[schema.meta("source")][index].decode(),
         extra={"nonscalar": nonscalar} if nonscalar else {},
     )
-    stored = f["metadata/preset_hash"][index].decode()
+    stored = f[schema.meta("preset_hash")][index].decode()
     if label.hash != stored:
         raise DatasetError(
             f"row {index}: the label rebuilt from the file does not hash to its preset_hash"
         )
-    note = int(f["metadata/midi_note"][index])
+    note = int(f[schema.meta("midi_note")][index])
     if spec.render.varied:
         # Drawn per row and stored as float32, exactly the value rendered.
         played = Played(
             note,
-            float(f["metadata/velocity"][index]),
-            float(f["metadata/note_duration"][index]),
+            float(f[schema.meta("velocity")][index]),
+            float(f[schema.meta("note_duration")][index]),
         )
     else:
         played = performances(spec.render, spec.seed, 0)[0]
