@@ -14,8 +14,8 @@ import redis
 from celery import Celery
 
 from coordinator.ledger import Advance
-from farm.config import FarmSettings
 from farm.errors import BrokerError, UsageError
+from farm.settings import FarmSettings
 
 RENDER_TASK = "farm.render"
 COLLECT_TASK = "farm.collect"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from coordinator.broker import Sender
 from coordinator.ledger import CANCELLED, COLLECTING, DONE, FAILED, RUNNING, Ledger
-from farm.config import FarmSettings, RunSpec
+from farm.config import RunSpec
 from farm.disk import disk_full, estimate_bytes, is_disk_full
 from farm.errors import CollectError, FarmError, RunStateError
 from farm.jobs.kinds import DATASET, WEIGHTS, kind_of
@@ -27,6 +27,7 @@ from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
 from farm.paths import OutputClaim, shard_dir, stored_output
 from farm.presets.library import library_for
+from farm.settings import FarmSettings
 from farm.storage.merge import MergeResult, MissingRowsError, Piece, merge
 
 log = logging.getLogger("farm.collect")

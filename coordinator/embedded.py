@@ -29,9 +29,9 @@ from typing import IO
 import redis
 
 from coordinator.processes import kill_group, spawn
-from farm.config import FarmSettings, settings_env
 from farm.disk import disk_full, free_bytes
 from farm.errors import BrokerError, UsageError
+from farm.settings import FarmSettings, settings_env
 
 #: Celery's unacknowledged-message keys on the private broker. No worker is connected when
 #: the owner starts, so they (and the queue) are stale and cleared: resume sends every

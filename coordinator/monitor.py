@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from farm.config import FarmSettings
 from farm.errors import BrokerError, UsageError
+from farm.settings import FarmSettings
 
 
 def check_basic_auth(value: str | None) -> list[str]:

@@ -22,12 +22,13 @@ from coordinator.ledger import (
     FAILED,
     FINAL_STATES,
     Ledger,
-    RunStatus,
-    translate_errors,
 )
+from coordinator.redis_errors import translate_errors
+from coordinator.status import RunStatus
 from coordinator.supervisor import supervise
-from farm.config import FarmSettings, Faults, RunSpec
+from farm.config import Faults, RunSpec
 from farm.errors import BrokerError, DiskFullError, FarmError, RunFailedError, RunStateError
+from farm.settings import FarmSettings
 
 #: Seconds between two looks at the ledger while following a run.
 POLL_S = 0.5

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 import redis
 
 from coordinator.broker import COLLECT_TASK, RENDER_TASK, Sender
-from coordinator.ledger import COLLECTING, RUNNING, Ledger, active_runs, translate_errors
-from farm.config import FarmSettings
+from coordinator.ledger import COLLECTING, RUNNING, Ledger, active_runs
+from coordinator.redis_errors import translate_errors
+from farm.settings import FarmSettings
 
 log = logging.getLogger("farm.supervisor")
 

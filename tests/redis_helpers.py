@@ -145,7 +145,8 @@ def send_run(url: str, data: Path, spec_args: list[str], fingerprint: str = "") 
     from coordinator.ledger import Ledger
     from coordinator.run import new_run_id
     from coordinator.run import submit as submit_run
-    from farm.config import CompressionSettings, FarmSettings, RenderSettings, RunSpec
+    from farm.config import CompressionSettings, RenderSettings, RunSpec
+    from farm.settings import FarmSettings
 
     codec = spec_args[0] if spec_args else "none"
     spec = RunSpec(

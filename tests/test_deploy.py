@@ -30,7 +30,7 @@ import redis
 from coordinator.broker import Sender
 from coordinator.embedded import EmbeddedBroker
 from coordinator.ledger import Ledger
-from farm.config import FarmSettings
+from farm.settings import FarmSettings
 from tests.farm_helpers import farm, farm_env, keys
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,10 @@ from farm.jobs.kinds import KINDS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_run_kind_is_collected() -> None:
-    assert set(COLLECTORS) == set(KINDS)
+def test_every_run_kind_has_a_job_and_a_collector() -> None:
+    from workers.render import JOBS
+
+    assert set(JOBS) == set(COLLECTORS) == set(KINDS)
 
 
 def test_the_repository_stands_alone() -> None:

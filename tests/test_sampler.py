@@ -36,7 +36,7 @@ def test_identical_in_another_process(tp2: TierParams) -> None:
         "from farm.config import RunSpec\n"
         "from farm.params.registry import get_registry\n"
         "from farm.params.tiers import tier_params\n"
-        "from farm.params.sampler import sample_job\n"
+        "from farm.jobs.plan import sample_job\n"
         f"spec = RunSpec.from_json({spec.to_json()!r})\n"
         "tp = tier_params(get_registry(), 3)\n"
         "print(','.join(L.hash for L in sample_job(spec, tp, 7)))\n"

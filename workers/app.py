@@ -14,7 +14,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from coordinator.broker import celery_config
-from farm.config import FarmSettings, settings_from_env
+from farm.settings import FarmSettings, settings_from_env
 
 #: The settings of the app this process runs (the last one made).
 _running: list[FarmSettings] = []

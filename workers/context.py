@@ -12,11 +12,12 @@ import redis
 
 from coordinator.broker import Sender, connect
 from coordinator.ledger import Ledger
-from farm.config import FarmSettings, Faults, RunSpec
+from farm.config import Faults, RunSpec
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
 from farm.presets.library import Library
 from farm.render.engine import RenderEngine
+from farm.settings import FarmSettings
 from farm.store import Store
 
 

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 from coordinator.broker import Sender, connect
 from coordinator.supervisor import supervise
-from farm.config import FarmSettings
 from farm.errors import FarmError
+from farm.settings import FarmSettings
 
 log = logging.getLogger("farm.liveness")
 

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from coordinator.ledger import COLLECTING, RUNNING, Ledger
 from farm.config import RunSpec
@@ -23,7 +23,7 @@ from farm.errors import (
     RunFailedError,
     ShardBusyError,
 )
-from farm.jobs.kinds import WEIGHTS, kind_of
+from farm.jobs.kinds import DATASET, WEIGHTS, kind_of
 from farm.jobs.plan import sample_job
 from farm.jobs.render import injected_crashes, render_job
 from farm.params.tiers import TierParams
@@ -118,9 +118,16 @@ def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
     if job in faults.kill_jobs:
         os.kill(os.getpid(), signal.SIGKILL)  # injected fault: a worker killed from outside
     engine = ctx.engine(spec)
-    if kind_of(spec) is WEIGHTS:
-        return _weights_job(ctx, ledger, spec, engine, job, t0)
-    crash = injected_crashes(spec, job, faults.crash_fraction)
+    return JOBS[kind_of(spec).name](ctx, ledger, spec, engine, job, t0)
+
+
+def _dataset_job(
+    ctx: WorkerContext, ledger: Ledger, spec: RunSpec, engine: RenderEngine, job: int, t0: float
+) -> str:
+    """A dataset job: its presets rendered, the rows flushed to this process's shard, then
+    recorded."""
+    run_id = ledger.run_id
+    crash = injected_crashes(spec, job, ctx.faults(ledger).crash_fraction)
     result = render_job(
         engine, spec, job, sample_job(spec, engine.tp, job, ctx.library(spec)), crash=crash
     )
@@ -221,3 +228,10 @@ def _write(
         raise
     writer.close()
     return name, start
+
+
+#: The job function of each kind of run (:mod:`farm.jobs.kinds`).
+JOBS: dict[str, Callable[[WorkerContext, Ledger, RunSpec, RenderEngine, int, float], str]] = {
+    DATASET.name: _dataset_job,
+    WEIGHTS.name: _weights_job,
+}

@@ -293,11 +293,11 @@ def _write_pictures(
 
 def _register_command_groups() -> None:
     # Each group's heavy imports (Redis, Celery, vita) are deferred to when it runs.
-    from farm.cli import monitor, presets, run, weights
+    from farm.cli import cluster, presets, run, weights
 
     run.register(cli)
     weights.register(cli)
-    monitor.register(cli)
+    cluster.register(cli)
     presets.register(cli, data_dir_option)
 
 

@@ -54,10 +54,12 @@ def _message(e: ValidationError) -> str:
     return str(e.errors()[0]["msg"]).removeprefix("Value error, ")
 
 
-def spec_error(e: ValidationError) -> UsageError:
+def spec_error(e: ValidationError, what: str = "invalid") -> UsageError:
+    """The one-line usage error for a validation error of a spec or settings: ``invalid
+    WHERE: WHY`` (the only place pydantic's errors are turned into farm's)."""
     first = e.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "spec"
-    return UsageError(f"invalid {where}: {_message(e)}")
+    return UsageError(f"{what} {where}: {_message(e)}")
 
 
 def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -297,10 +299,9 @@ def farm_settings(data_dir: str, broker: str | None, **given: Any) -> Any:
     errors for bad values)."""
     from pydantic import ValidationError
 
-    from farm.config import settings_from_env
+    from farm.settings import settings_from_env
 
     try:
         return settings_from_env(os.environ, data_dir=data_dir, broker_url=broker, **given)
     except ValidationError as e:
-        first = e.errors()[0]
-        raise UsageError(f"invalid setting {first['loc'][0]}: {first['msg']}") from None
+        raise spec_error(e, "invalid setting") from None

@@ -1,5 +1,5 @@
-"""The farm's run commands (``submit``, ``status``, ``resume``, ``cancel``, ``collect``,
-``worker``), added to the ``farm`` CLI. Thin: parse, call the coordinator, print.
+"""The farm's run commands (``submit``, ``status``, ``resume``, ``cancel``, ``collect``),
+added to the ``farm`` CLI. Thin: parse, call the coordinator, print.
 
 The environment is read here (``FARM_*``, via click's ``envvar`` and
 :func:`farm.config.settings_from_env`) and nowhere deeper.
@@ -14,13 +14,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from farm.cli.options import farm_settings
+from farm.cli.report import echo_flower, echo_weights
+from farm.cli.session import Farm, cpu_count, local_workers, open_farm
 from farm.errors import InterruptedRun, UsageError
 
 workers_option = click.option(
@@ -34,52 +35,6 @@ wait_option = click.option(
     default=None,
     help="Follow the run to its end, or print its id and return [default: wait on a terminal].",
 )
-
-
-@dataclass
-class _Farm:
-    """What a command talks to: settings (with the broker URL), the ledger's Redis, a task
-    sender, and the local workers when embedded."""
-
-    settings: Any
-    client: Any
-    sender: Any
-    workers: Any = None
-
-    @property
-    def embedded(self) -> bool:
-        return self.workers is not None
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-@contextmanager
-def _farm(settings: Any, *, run_workers: int | None) -> Iterator[_Farm]:
-    """Connect to the configured broker, or start the embedded one (with ``run_workers``
-    local worker processes when given, else for a short command)."""
-    from coordinator.broker import Sender, connect
-    from coordinator.embedded import EmbeddedBroker, LocalWorkers
-
-    if settings.broker_url:
-        client = connect(settings)
-        yield _Farm(settings, client, Sender.for_settings(settings))
-        return
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(settings.data_dir)
-    if run_workers is None:
-        with broker.reader() as url:
-            local = settings.model_copy(update={"broker_url": url})
-            yield _Farm(local, connect(local), Sender.for_settings(local))
-        return
-    with broker.owner(settings.queue) as url:
-        local = settings.model_copy(update={"broker_url": url})
-        with LocalWorkers(local, run_workers, broker.dir / "logs") as workers:
-            yield _Farm(local, connect(local), Sender.for_settings(local), workers)
 
 
 @contextmanager
@@ -101,7 +56,7 @@ def _interruptible(run_id: str) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
+def _follow(farm: Farm, ledger: Any, started: float) -> Any:
     from coordinator.run import describe, follow
     from farm.cli.options import Progress
     from farm.jobs.kinds import WEIGHTS, kind_of
@@ -125,7 +80,7 @@ def _follow(farm: _Farm, ledger: Any, started: float) -> Any:
     finally:
         bar.end()
     if st.state == "done" and kind_of(ledger.spec()) is WEIGHTS:
-        _echo_weights(farm, st, started)
+        echo_weights(farm, st, started)
     elif st.state == "done":
         from farm.paths import stored_output
         from farm.storage.reader import FarmReader
@@ -171,7 +126,7 @@ def start_run(
     from farm.params.registry import get_registry
     from farm.paths import OutputClaim
 
-    workers = None if settings.broker_url else _local_workers(kw["workers"])
+    workers = None if settings.broker_url else local_workers(kw["workers"])
     wait = kw["wait"] if kw["wait"] is not None else sys.stdout.isatty()
     if workers is not None and kw["wait"] is False:
         raise UsageError("--detach needs a broker: the embedded workers stop with farm")
@@ -180,7 +135,7 @@ def start_run(
     claim.take(run_id, force=kw.get("force", False))
     created = False
     try:
-        with _farm(settings, run_workers=workers) as farm:
+        with open_farm(settings, run_workers=workers) as farm:
             ledger = Ledger(farm.client, run_id)
             submit_run(
                 ledger,
@@ -201,7 +156,7 @@ def start_run(
 
 
 def _announce_and_follow(
-    farm: _Farm, ledger: Any, started: float, what: str, workers: int | None, wait: bool
+    farm: Farm, ledger: Any, started: float, what: str, workers: int | None, wait: bool
 ) -> None:
     run_id = ledger.run_id
     where = f"{workers} local workers" if workers else "the broker"
@@ -211,27 +166,6 @@ def _announce_and_follow(
         return
     with _interruptible(run_id):
         _follow(farm, ledger, started)
-
-
-def _local_workers(given: int | None) -> int:
-    if given is None:
-        return _cpu_count()
-    if given < 1:
-        raise UsageError(f"--workers must be at least 1, got {given}")
-    return given
-
-
-def _echo_weights(farm: _Farm, st: Any, started: float) -> None:
-    from farm.paths import stored_output
-
-    out = stored_output(farm.settings.data_dir, st.output, suffix=".json")
-    w = json.loads(out.read_text())
-    top = sorted(w["continuous"].items(), key=lambda kv: -kv[1])[:5]
-    click.echo(
-        f"wrote {out}: weights from {w['bases']} base presets (noise floor "
-        f"{w['noise_floor']:.3g}) in {time.monotonic() - started:.1f}s; run {st.run_id}"
-    )
-    click.echo("  most important: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
 
 
 def register(cli: click.Group) -> None:
@@ -274,7 +208,7 @@ def register(cli: click.Group) -> None:
             kw["data_dir"], kw["broker"], window=kw["window"], keep_shards=kw["keep_shards"]
         )
         # Everything that can be refused is refused before anything is created.
-        local = None if settings.broker_url else _local_workers(kw["workers"])
+        local = None if settings.broker_url else local_workers(kw["workers"])
         if local is not None and kw["wait"] is False:
             raise UsageError("--detach needs a broker: the embedded workers stop with farm")
         dataset_options(spec.compression)  # a plugin codec this machine lacks
@@ -312,7 +246,7 @@ def register(cli: click.Group) -> None:
                 raise UsageError(f"no run {run_id!r}: no runs in {data_dir}")
             click.echo("[]" if as_json else f"no runs in {data_dir}")
             return
-        with _farm(settings, run_workers=None) as farm:
+        with open_farm(settings, run_workers=None) as farm:
             if run_id is not None:
                 st = Ledger(farm.client, run_id).status()
                 if as_json:
@@ -354,10 +288,10 @@ def register(cli: click.Group) -> None:
         check_run_id(run_id)
         started = time.monotonic()
         settings = farm_settings(data_dir, broker)
-        local = None if settings.broker_url else (workers or _cpu_count())
+        local = None if settings.broker_url else (workers or cpu_count())
         if not settings.broker_url:
             _require_embedded_run(data_dir, run_id)
-        with _farm(settings, run_workers=local) as farm:
+        with open_farm(settings, run_workers=local) as farm:
             ledger = Ledger(farm.client, run_id)
             resume_run(ledger, farm.sender)
             click.echo(f"run {run_id} resumed", err=True)
@@ -380,7 +314,7 @@ def register(cli: click.Group) -> None:
         settings = farm_settings(data_dir, broker)
         if not settings.broker_url:
             _require_embedded_run(data_dir, run_id)
-        with _farm(settings, run_workers=None) as farm:
+        with open_farm(settings, run_workers=None) as farm:
             cancel_run(Ledger(farm.client, run_id))
         click.echo(f"run {run_id} cancelled; `farm resume {run_id}` continues it")
 
@@ -398,73 +332,9 @@ def register(cli: click.Group) -> None:
         settings = farm_settings(data_dir, broker, keep_shards=keep_shards or None)
         if not settings.broker_url:
             _require_embedded_run(data_dir, run_id)
-        with _farm(settings, run_workers=None) as farm:
+        with open_farm(settings, run_workers=None) as farm:
             done = collect_run(Ledger(farm.client, run_id), farm.settings, farm.sender)
         click.echo(done.summary())
-
-    @cli.command()
-    @broker_option
-    @data_dir_option
-    @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-    def gc(broker: str | None, data_dir: str, dry_run: bool) -> None:
-        """Remove what no run needs any more: shards of done or unknown runs, their
-        output claims and store objects, temporary files of writers that are gone."""
-        from coordinator.embedded import EmbeddedBroker
-        from coordinator.gc import find_garbage
-        from farm.disk import human
-
-        settings = farm_settings(data_dir, broker)
-        if not Path(settings.data_dir).is_dir():
-            raise UsageError(f"no data folder {settings.data_dir}")
-        if not settings.broker_url and not EmbeddedBroker(data_dir).exists:
-            raise UsageError(
-                f"no runs in {data_dir}: give --broker for a data folder a cluster wrote"
-            )
-        with _farm(settings, run_workers=None) as farm:
-            garbage = find_garbage(farm.client, settings.data_dir)
-        verb = "would remove" if dry_run else "removed"
-        for path, why in garbage.items:
-            click.echo(f"{verb} {path}  ({why})")
-        size = garbage.size
-        if not dry_run:
-            garbage.remove()
-        click.echo(f"{verb} {len(garbage.items)} item(s), {human(size)}")
-
-    @cli.command(context_settings={"ignore_unknown_options": True})
-    @broker_option
-    @data_dir_option
-    @click.option("-c", "--concurrency", type=int, default=None, help="Pool processes.")
-    @click.option("--loglevel", default="INFO", show_default=True)
-    @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-    def worker(
-        broker: str | None,
-        data_dir: str,
-        concurrency: int | None,
-        loglevel: str,
-        celery_args: tuple[str, ...],
-    ) -> None:
-        """A Celery worker with the farm's settings (needs --broker / FARM_BROKER_URL)."""
-        from coordinator.broker import connect
-
-        settings = farm_settings(data_dir, broker)
-        if not settings.broker_url:
-            raise UsageError("farm worker needs a broker: --broker or FARM_BROKER_URL")
-        connect(settings)
-        from workers.app import make_app
-
-        resolved = str(Path(settings.data_dir).resolve())
-        app = make_app(settings.model_copy(update={"data_dir": resolved}))
-        argv = ["worker", f"--loglevel={loglevel}", f"--queues={settings.queue}"]
-        if concurrency:
-            argv.append(f"--concurrency={concurrency}")
-        app.worker_main([*argv, *celery_args])
-
-
-def echo_flower(settings: Any) -> None:
-    if settings.flower_url:
-        from coordinator.broker import redact
-
-        click.echo(f"dashboard: {redact(settings.flower_url)} (Flower)")
 
 
 def _require_embedded_run(data_dir: str, run_id: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from farm.cli.options import farm_settings
+from farm.cli.options import farm_settings, spec_error
 from farm.cli.run import start_run, wait_option, workers_option
 from farm.errors import UsageError
 
@@ -96,9 +96,7 @@ def register(cli: click.Group) -> None:
                 ),
             )
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise UsageError(f"invalid option {where}: {first['msg']}") from None
+            raise spec_error(e, "invalid option") from None
         _check_fixed(spec)
         default = f"weights_t{spec.tier}_{spec.n}.json"
         out = resolve_output(settings.data_dir, kw["json_out"], default, suffixes=(".json",))
