@@ -209,7 +209,8 @@ def collect_weights(
 ) -> Collected:
     """An importance run's end: the first n measured base presets (in job order) become
     weights, written as JSON and, when asked, into the target dataset."""
-    from farm.jobs.weights import add_to_dataset, aggregate, write_json
+    from farm.jobs.weights import aggregate, write_json
+    from farm.storage.importance import write_importance
 
     assert spec.weights is not None
     out = stored_output(settings.data_dir, meta["output"], suffix=".json")
@@ -236,7 +237,7 @@ def collect_weights(
         weights["run_id"] = ledger.run_id
         write_json(out, weights)
         if dataset is not None:
-            add_to_dataset(dataset, weights)
+            write_importance(dataset, weights)
     except Exception as e:
         raise _failed(ledger, settings, spec, out, e) from e
     ledger.move(

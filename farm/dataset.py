@@ -14,12 +14,11 @@ import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 
 from farm.errors import DatasetError
 from farm.storage import schema
-from farm.storage.reader import FarmReader
+from farm.storage.reader import FarmReader, open_rows
 from farm.storage.splits import SIDES, position
 
 #: Short names of the array fields; metadata fields go by their own name (``midi_note``).
@@ -119,10 +118,10 @@ class FarmDataset:
             assert stored is not None
             rows = rows[stored == split.encode()]
         self.rows = rows
-        self._file: h5py.File | None = None
+        self._file: Any = None
         self._pid = -1
 
-    def _source(self, f: h5py.File, name: str) -> str:
+    def _source(self, f: Any, name: str) -> str:
         path = ARRAYS.get(name, schema.meta(name))
         if path not in f:
             known = [k for k, v in ARRAYS.items() if v in f] + sorted(f["metadata"].keys())
@@ -130,10 +129,10 @@ class FarmDataset:
         return path
 
     @property
-    def file(self) -> h5py.File:
+    def file(self) -> Any:
         """This process's handle, opened on first use (and again after a fork)."""
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
+            self._file = open_rows(self.path)
             self._pid = os.getpid()
         return self._file
 

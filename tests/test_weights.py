@@ -13,9 +13,11 @@ import h5py
 import numpy as np
 import pytest
 
-from farm.jobs.weights import CATEGORICAL_KEY, CONTINUOUS_KEY, aggregate
+from farm.jobs.weights import aggregate
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
+from farm.storage.schema import IMPORTANCE_CATEGORICAL as CATEGORICAL_KEY
+from farm.storage.schema import IMPORTANCE_CONTINUOUS as CONTINUOUS_KEY
 from tests.farm_helpers import farm, interrupt, start_farm, wait_for
 
 pytestmark = pytest.mark.slow

@@ -226,20 +226,12 @@ def inspect(
 def verify(file: str) -> None:
     """Re-check every row of a dataset against the checksum made where it was rendered;
     exit 1 and list the damaged rows when any differ."""
-    import h5py
-
     from farm.errors import DatasetError, IntegrityError
-    from farm.storage.integrity import verify_rows
+    from farm.storage.integrity import verify_file
 
-    if not Path(file).is_file():
-        raise DatasetError(f"no such dataset: {file}")
     bar = Progress()
     try:
-        with h5py.File(file, "r") as f:
-            n = int(f["audio/waveforms"].shape[0]) if "audio/waveforms" in f else 0
-            found = verify_rows(f, on_block=lambda done: bar(f"verified {done}/{n} rows"))
-    except (OSError, KeyError) as e:
-        raise DatasetError(f"{file} is not a readable farm dataset: {e}") from e
+        found = verify_file(file, lambda done, n: bar(f"verified {done}/{n} rows"))
     finally:
         bar.end()
     if found.unchecked:

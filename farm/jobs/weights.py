@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from farm.config import RunSpec, WeightsSettings
-from farm.errors import DatasetError, UsageError
+from farm.errors import UsageError
 from farm.params.label import Label
 from farm.params.tiers import TierParams
 from farm.paths import write_atomic
@@ -31,10 +31,6 @@ from farm.render.engine import Outcome, RenderEngine
 from farm.render.performance import performances
 from farm.render.spectra import log_spectra, spectra_distance
 from farm.render.validate import Reason, validate
-from farm.storage import schema
-
-CONTINUOUS_KEY = schema.IMPORTANCE_CONTINUOUS
-CATEGORICAL_KEY = schema.IMPORTANCE_CATEGORICAL
 
 
 def fix_label(label: Label, tp: TierParams, fixed: Mapping[str, str]) -> Label:
@@ -162,27 +158,3 @@ def aggregate(results: Sequence[Mapping[str, Any]], tp: TierParams) -> dict[str,
 def write_json(path: Path, weights: Mapping[str, Any]) -> None:
     """The weights as JSON (temporary name, then renamed)."""
     write_atomic(path, (json.dumps(weights, indent=1, sort_keys=False) + "\n").encode())
-
-
-def add_to_dataset(path: Path, weights: Mapping[str, Any]) -> None:
-    """Store the weights in a dataset of the same tier, in its column order.
-
-    Only two small datasets are written, in place (copying a large dataset to a temporary
-    name would cost its whole size); the JSON written before keeps the result if this is
-    interrupted.
-
-    Raises:
-        DatasetError: the dataset's parameters are not the weights' parameters.
-    """
-    import h5py
-
-    with h5py.File(path, "a") as f:
-        for key, kind in ((CONTINUOUS_KEY, "continuous"), (CATEGORICAL_KEY, "categorical")):
-            names = [str(n) for n in f[f"params/{kind}"].attrs["names"]]
-            if sorted(names) != sorted(weights[kind]):
-                raise DatasetError(f"{path}: its {kind} parameters are not those weighed")
-            data = np.array([weights[kind][n] for n in names], dtype=np.float32)
-            if key in f:
-                del f[key]
-            f.create_dataset(key, data=data)
-            f[key].attrs["names"] = names

@@ -12,12 +12,14 @@ data: its rows are treated as lost and their jobs rendered again.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from farm.errors import DatasetError
 from farm.storage import schema
 
 #: Rows of the small per-row datasets read at once by :func:`verify_rows`.
@@ -124,3 +126,28 @@ def verify_rows(
         if on_block is not None:
             on_block(stop - lo)
     return out
+
+
+def verify_file(
+    path: str | os.PathLike[str], on_progress: Callable[[int, int], None] | None = None
+) -> Verified:
+    """Every row of the dataset at ``path`` checked against its checksum (``farm verify``).
+
+    Args:
+        path: the dataset.
+        on_progress: called with (rows checked, rows) as blocks finish.
+
+    Raises:
+        DatasetError: no such file, or not a readable farm dataset.
+    """
+    import h5py
+
+    if not os.path.isfile(path):
+        raise DatasetError(f"no such dataset: {os.fspath(path)}")
+    try:
+        with h5py.File(path, "r") as f:
+            n = int(f[schema.AUDIO].shape[0]) if schema.AUDIO in f else 0
+            report = None if on_progress is None else (lambda done: on_progress(done, n))
+            return verify_rows(f, on_block=report)
+    except (OSError, KeyError) as e:
+        raise DatasetError(f"{os.fspath(path)} is not a readable farm dataset: {e}") from e

@@ -15,6 +15,13 @@ from farm.params.normalize import to_raw
 from farm.storage import schema
 
 
+def open_rows(path: str | os.PathLike[str]) -> Any:
+    """A plain read-only handle of a dataset already checked (by :class:`FarmReader`), for
+    a reader that must open its own handle in each process (an HDF5 handle must not cross
+    a fork or be pickled to a DataLoader worker)."""
+    return h5py.File(path, "r")
+
+
 class FarmReader:
     """Read-only access to a farm dataset.
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from farm.config import RunSpec
@@ -25,6 +24,7 @@ from farm.params.tiers import TierParams, tier_params
 from farm.paths import write_atomic
 from farm.render.performance import Played, performances
 from farm.storage import schema
+from farm.storage.reader import FarmReader
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,8 @@ def rerender(path: Path, index: int) -> tuple[np.ndarray, int]:
     """
     from farm.render.engine import RenderEngine
 
-    try:
-        with h5py.File(path, "r") as f:
-            schema.require_valid(f)
-            row = read_row(f, index)
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e}") from None
+    with FarmReader(path) as reader:
+        row = read_row(reader.file, index)
     engine = RenderEngine(row.tp, row.spec.render)
     try:
         (r,) = engine.render(row.label, (row.played,))
