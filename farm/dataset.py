@@ -11,12 +11,13 @@ of the preset, so it is the same on every machine and stable when the file grows
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from farm.errors import DatasetError
+from farm.params.normalize import to_raw
 from farm.storage import schema
 from farm.storage.reader import FarmReader, open_rows
 from farm.storage.splits import SIDES, position
@@ -51,7 +52,9 @@ def in_validation(preset_hashes: np.ndarray, fraction: float, seed: int) -> np.n
 
 
 class FarmDataset:
-    """Rows of a farm file as dicts of arrays: ``dataset[i] -> {"audio": ..., ...}``.
+    """Rows of a farm file as dicts of arrays: ``dataset[i] -> {"audio": ..., ...}``;
+    ``dataset[2:10]`` or ``dataset[[4, 1, 7]]`` give a batch (each field stacked, strings
+    as a list).
 
     Args:
         path: the ``.h5`` file.
@@ -68,6 +71,12 @@ class FarmDataset:
             this share of presets on the validation side (files before 2.6.0: 0.1).
         seed: the key of a split made here; the same seed gives the same split anywhere.
         as_torch: numeric fields as torch tensors (default: when torch is installed).
+            Categorical option indices come back as int64 (what cross-entropy wants).
+
+    Attributes:
+        continuous_names: the label's continuous columns, in order.
+        categorical_names: the label's categorical columns, in order.
+        options: categorical name -> its option labels (index = stored value).
 
     Raises:
         DatasetError: a missing or invalid file, an unknown field, a bad split.
@@ -101,6 +110,10 @@ class FarmDataset:
             self.sources = {name: self._source(f, name) for name in fields}
             hashes = f[schema.meta("preset_hash")][...]
             stored = f[schema.meta("split")][...] if schema.meta("split") in f else None
+            self.continuous_names = list(reader.continuous_names)
+            self.categorical_names = list(reader.categorical_names)
+            self.options = dict(reader.options)
+            self._raw = (reader.raw_min, reader.raw_max, reader.integer)
         self.fields = tuple(fields)
         rows = np.arange(len(hashes))
         own = validation_fraction is not None or seed is not None or stored is None
@@ -139,21 +152,57 @@ class FarmDataset:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: Any) -> dict[str, Any]:
+        if isinstance(index, slice | list | tuple | np.ndarray):
+            return self.batch(np.arange(len(self.rows))[index])
         if not -len(self.rows) <= index < len(self.rows):
             raise IndexError(f"row {index} of {len(self.rows)}")
         row = int(self.rows[index])
         f = self.file
-        item: dict[str, Any] = {}
+        return {name: self._value(name, f[path][row]) for name, path in self.sources.items()}
+
+    def batch(self, items: Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """Items ``items`` (any order, repeats allowed) as one batch: each numeric field
+        stacked along a new first axis, each string field a list."""
+        idx = np.asarray(items, dtype=np.int64).reshape(-1)
+        n = len(self.rows)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"batch items out of range: {len(self.rows)} rows")
+        rows = self.rows[idx % n] if n else idx
+        # HDF5 reads increasing, unique rows; then they are put back in the asked order.
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        f = self.file
+        out: dict[str, Any] = {}
         for name, path in self.sources.items():
-            value = f[path][row]
-            if isinstance(value, bytes):
-                item[name] = value.decode()
-            elif self.as_torch:
-                item[name] = _torch().from_numpy(np.asarray(value))
+            data = f[path][uniq] if uniq.size else f[path][:0]
+            data = data[inverse.reshape(-1)]
+            if data.dtype.kind == "S":
+                out[name] = [v.decode() for v in data]
             else:
-                item[name] = np.asarray(value)
-        return item
+                out[name] = self._value(name, data)
+        return out
+
+    def raw(self, index: int) -> dict[str, float | str]:
+        """Item ``index``'s parameters by name as vita's raw values (integer controls
+        rounded as rendered), categoricals as their option label."""
+        if not -len(self.rows) <= index < len(self.rows):
+            raise IndexError(f"row {index} of {len(self.rows)}")
+        row = int(self.rows[index])
+        f = self.file
+        lo, hi, integer = self._raw
+        values = to_raw(f[schema.CONTINUOUS][row], lo, hi, integer)
+        out: dict[str, float | str] = dict(zip(self.continuous_names, values.tolist(), strict=True))
+        for name, k in zip(self.categorical_names, f[schema.CATEGORICAL][row], strict=True):
+            out[name] = self.options[name][int(k)]
+        return out
+
+    def _value(self, name: str, value: Any) -> Any:
+        if isinstance(value, bytes):
+            return value.decode()
+        array = np.asarray(value)
+        if name == "categorical":
+            array = array.astype(np.int64)
+        return _torch().from_numpy(array) if self.as_torch else array
 
     def file_row(self, index: int) -> int:
         """The file's row index of item ``index`` (for ``farm inspect -s``)."""
@@ -171,3 +220,62 @@ class FarmDataset:
         state["_file"] = None
         state["_pid"] = -1
         return state
+
+
+def _iterable_base() -> type:
+    torch = _torch()
+    base: type = torch.utils.data.IterableDataset if torch is not None else object
+    return base
+
+
+class FarmIterableDataset(_iterable_base()):  # type: ignore[misc]
+    """The rows of a farm file in file order, read ``chunk`` rows at a time: streaming a
+    large file with memory flat in its size. A PyTorch ``IterableDataset`` when torch is
+    installed; with ``DataLoader(num_workers=K)`` each worker streams every K-th chunk, so
+    every row comes once.
+
+    Args:
+        path, fields, split, validation_fraction, seed, as_torch: as :class:`FarmDataset`.
+        chunk: rows read at once.
+
+    Raises:
+        DatasetError: as :class:`FarmDataset`; ``chunk`` below 1.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fields: Sequence[str] = DEFAULT_FIELDS,
+        *,
+        split: Literal["train", "validation", "test"] | None = None,
+        validation_fraction: float | None = None,
+        seed: int | None = None,
+        as_torch: bool | None = None,
+        chunk: int = 256,
+    ) -> None:
+        if chunk < 1:
+            raise DatasetError(f"chunk must be at least 1 row, not {chunk}")
+        self.rows = FarmDataset(
+            path,
+            fields,
+            split=split,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            as_torch=as_torch,
+        )
+        self.chunk = chunk
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        starts = range(0, len(self.rows), self.chunk)
+        torch = _torch()
+        info = torch.utils.data.get_worker_info() if torch is not None else None
+        if info is not None:
+            starts = starts[info.id :: info.num_workers]
+        for start in starts:
+            stop = min(start + self.chunk, len(self.rows))
+            batch = self.rows.batch(np.arange(start, stop))
+            for i in range(stop - start):
+                yield {name: values[i] for name, values in batch.items()}

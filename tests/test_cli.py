@@ -120,3 +120,17 @@ def test_inspect_refuses_a_non_dataset(workdir: Path) -> None:
         pass
     r = farm("inspect", str(workdir / "data" / "empty.h5"), cwd=workdir)
     assert r.returncode == 2 and "missing" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_every_option_has_help() -> None:
+    import click
+
+    from farm.cli import cli
+
+    missing = [
+        (name, p.opts)
+        for name, cmd in cli.commands.items()
+        for p in cmd.params
+        if isinstance(p, click.Option) and not p.hidden and not p.help
+    ]
+    assert missing == []

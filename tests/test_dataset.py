@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from farm.config import SplitSettings
-from farm.dataset import FarmDataset
+from farm.dataset import FarmDataset, FarmIterableDataset
 from farm.errors import DatasetError
+from farm.storage.reader import FarmReader
 from farm.storage.splits import SIDES
 from farm.storage.splits import sides as split_sides
 
@@ -116,3 +117,43 @@ def test_torch_dataloader_with_workers(dataset_file: Path) -> None:
     with h5py.File(dataset_file, "r") as f:
         expected = f["audio/waveforms"][np.sort(ds.rows)]
     np.testing.assert_array_equal(audio.numpy(), expected)
+
+
+def test_names_options_and_raw_values(dataset_file: Path) -> None:
+    ds = FarmDataset(dataset_file, ["continuous", "categorical"], as_torch=False)
+    with FarmReader(dataset_file) as r:
+        assert ds.continuous_names == r.continuous_names
+        assert ds.categorical_names == r.categorical_names
+        assert ds.options == r.options
+        raw = ds.raw(5)
+        expected = r.raw_values(5)
+    assert raw == expected
+    assert raw["osc_1_unison_voices"] == round(raw["osc_1_unison_voices"])  # rounded as rendered
+    assert raw["osc_1_on"] in ds.options["osc_1_on"]
+    assert ds[0]["categorical"].dtype == np.int64  # cross-entropy targets
+
+
+def test_slices_and_index_lists_are_batches(dataset_file: Path) -> None:
+    ds = FarmDataset(dataset_file, ["audio", "categorical", "preset_hash"], as_torch=False)
+    for key in (slice(2, 6), [7, 1, 7], np.array([39, 0])):
+        batch = ds[key]
+        items = [ds[int(i)] for i in np.arange(len(ds))[key]]
+        assert batch["preset_hash"] == [it["preset_hash"] for it in items]
+        np.testing.assert_array_equal(batch["audio"], np.stack([it["audio"] for it in items]))
+        assert batch["categorical"].dtype == np.int64
+    with pytest.raises(IndexError):
+        ds[[0, 40]]
+
+
+def test_the_iterable_variant_streams_every_row_in_order(dataset_file: Path) -> None:
+    mapped = FarmDataset(dataset_file, ["continuous", "midi_note"], split="train", as_torch=False)
+    stream = FarmIterableDataset(
+        dataset_file, ["continuous", "midi_note"], split="train", as_torch=False, chunk=7
+    )
+    rows = list(stream)
+    assert len(rows) == len(stream) == len(mapped)
+    for i, row in enumerate(rows):
+        np.testing.assert_array_equal(row["continuous"], mapped[i]["continuous"])
+        assert int(row["midi_note"]) == int(mapped[i]["midi_note"])
+    with pytest.raises(DatasetError, match="chunk"):
+        FarmIterableDataset(dataset_file, chunk=0)

@@ -113,7 +113,9 @@ def register(cli: click.Group) -> None:
     @broker_option
     @data_dir_option
     @click.option("-c", "--concurrency", type=int, default=None, help="Pool processes.")
-    @click.option("--loglevel", default="INFO", show_default=True)
+    @click.option(
+        "--loglevel", default="INFO", show_default=True, help="Celery log level (DEBUG, INFO, ...)."
+    )
     @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
     def worker(
         broker: str | None,

@@ -21,7 +21,9 @@ def register(cli: click.Group) -> None:
     @cli.command("compute-weights")
     @click.option("--tier", type=int, default=2, show_default=True, help="Tier 1, 2 or 3.")
     @click.option("--n-base", type=int, default=500, show_default=True, help="Base presets.")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option(
+        "--seed", type=int, default=0, show_default=True, help="Seed of the base presets."
+    )
     @click.option(
         "--delta",
         type=float,
@@ -37,8 +39,16 @@ def register(cli: click.Group) -> None:
         help="Raw value or option every base preset gets (repeatable).",
     )
     @click.option("--note", type=int, default=60, show_default=True, help="MIDI note.")
-    @click.option("--note-duration", type=float, default=1.0, show_default=True)
-    @click.option("--render-duration", type=float, default=1.5, show_default=True)
+    @click.option(
+        "--note-duration", type=float, default=1.0, show_default=True, help="Seconds held."
+    )
+    @click.option(
+        "--render-duration",
+        type=float,
+        default=1.5,
+        show_default=True,
+        help="Seconds rendered per variant (release tail included).",
+    )
     @click.option(
         "-o",
         "--output",
