@@ -271,7 +271,9 @@ class WeightsSettings(_Frozen):
 class RunSpec(_Frozen):
     """Everything that determines a run's output. Job ``j`` is a pure function of this."""
 
-    tier: int = 1
+    tier: int = 2
+    """Which parameters the labels hold (:mod:`farm.params.tiers`): 2, the full synth, by
+    default everywhere."""
     n: int = Field(..., gt=0)
     """Accepted rows (one note of one preset) in the final file."""
     seed: int = Field(0, ge=0, lt=2**63)

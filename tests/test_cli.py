@@ -101,7 +101,7 @@ def test_bad_input_is_one_line_exit_2_no_file(workdir: Path, args: list[str], me
 
 
 def test_existing_output_refused_unless_force(workdir: Path) -> None:
-    out = workdir / "data" / "tier1_5.h5"
+    out = workdir / "data" / "tier2_5.h5"
     out.write_bytes(b"precious")
     r = farm("generate", "-n", "5", *FAST, cwd=workdir)
     assert r.returncode == 2 and "--force" in r.stderr

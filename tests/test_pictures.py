@@ -72,7 +72,11 @@ def test_importance_weights_decide_what_is_shown(dataset_file: Path, tmp_path: P
     with FarmReader(copy) as r:
         row = r.get_sample(0)
         plain = important_parameters(r, row, 5)
-        last = r.continuous_names.index(important_parameters(r, row, len(r.continuous_names))[-8])
+        active = r.file["params/active_continuous"][0]
+        ranked = important_parameters(r, row, len(r.continuous_names))
+        heard = [n for n in ranked if active[r.continuous_names.index(n)]]
+        assert ranked[: len(heard)] == heard  # what the row can hear comes first
+        last = r.continuous_names.index(heard[-3])
         weights = np.ones(len(r.continuous_names))
     weights[last] = 1e6
     with h5py.File(copy, "a") as f:
@@ -80,3 +84,21 @@ def test_importance_weights_decide_what_is_shown(dataset_file: Path, tmp_path: P
     with FarmReader(copy) as r:
         weighted = important_parameters(r, r.get_sample(0), 5)
     assert weighted[0] == r.continuous_names[last] and weighted[0] not in plain
+
+
+def test_the_overview_shows_what_can_be_heard(dataset_file: Path) -> None:
+    """The overview picks the parameters the active mask says are heard in the most rows,
+    categoricals too, and never one no row can hear."""
+    from farm.tools.pictures import shown_columns
+
+    with FarmReader(dataset_file) as r:
+        active = r.file["params/active_continuous"][...].mean(axis=0)
+        shown = shown_columns(r, 10)
+        assert len(shown) == 10 and all(active[j] > 0 for j in shown)
+        assert active[shown[0]] == active.max()
+        assert list(active[shown]) == sorted(active[shown], reverse=True)
+        never = [j for j in range(len(active)) if active[j] == 0]
+        assert not set(shown_columns(r, len(active))) & set(never)
+        cats = shown_columns(r, 8, categorical=True)
+        cat_active = r.file["params/active_categorical"][...].mean(axis=0)
+        assert cats and all(cat_active[j] > 0 for j in cats)

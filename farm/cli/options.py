@@ -65,7 +65,14 @@ def spec_error(e: ValidationError, what: str = "invalid") -> UsageError:
 def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options that build a RunSpec (shared by ``generate`` and ``submit``)."""
     options = [
-        click.option("--tier", type=int, default=1, show_default=True, help="Tier 1, 2 or 3."),
+        click.option(
+            "--tier",
+            type=int,
+            default=2,
+            show_default=True,
+            help="Tier 1 (two oscillators, filter, amp envelope), 2 (the full synth) or 3 "
+            "(2 plus modulation).",
+        ),
         click.option("-n", "n", type=int, required=True, help="Accepted rows (notes) to make."),
         click.option("-o", "--output", default=None, help="Output [default: tier{T}_{n}.h5]."),
         click.option(
