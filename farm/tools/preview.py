@@ -230,6 +230,11 @@ def make_app(path: str, data_dir: str) -> Any:
             self.last_message = text
             self.query_one("#status", Static).update(text)
 
+        def _tell(self, text: str) -> None:
+            # The status line can sit below the fold of a small terminal: a toast too.
+            self._say(text)
+            self.notify(text, timeout=4)
+
         def _show(self, row: int) -> None:
             self.current = row
             sample = reader.get_sample(row)
@@ -280,7 +285,7 @@ def make_app(path: str, data_dir: str) -> Any:
         def action_play(self) -> None:
             if self.current is not None:
                 audio = reader.get_sample(self.current)["audio"]
-                self._say(play_or_export(audio, rate, self._wav()))
+                self._tell(play_or_export(audio, rate, self._wav()))
 
         def action_export(self) -> None:
             if self.current is not None:
@@ -288,7 +293,7 @@ def make_app(path: str, data_dir: str) -> Any:
 
                 wav = self._wav()
                 write_wav(wav, reader.get_sample(self.current)["audio"], rate)
-                self._say(f"wrote {wav}")
+                self._tell(f"wrote {wav}")
 
         def on_unmount(self) -> None:
             reader.close()
