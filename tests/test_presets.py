@@ -24,7 +24,7 @@ from farm.jobs.plan import sample_job
 from farm.params.label import Modulation
 from farm.params.tiers import TierParams
 from farm.presets.convert import TINY_AMOUNT, slot_connections
-from farm.presets.files import MAX_PRESET_BYTES
+from farm.presets.files import MAX_PRESET_BYTES, scan, vital_folders
 from farm.presets.ingest import prepare_sources
 from farm.presets.library import Library
 from farm.render.forked import call_in_child
@@ -33,7 +33,7 @@ from farm.storage.schema import check_file
 from farm.store import Store
 from farm.tools.rerender import read_row
 
-from .farm_helpers import farm
+from .farm_helpers import farm, farm_env
 
 GOOD = ("Thaisync.vital", "PS-20-Piano.vital", "WeirdEDMBass.vital")
 
@@ -293,3 +293,43 @@ def test_stored_rows_sound_like_the_original_presets(tmp_path: Path, community_d
         fidelity = spectral_correlation(rows[i], orig_b)
         noise = spectral_correlation(orig_a, orig_b)
         assert fidelity > noise - 0.1, (Path(path).name, fidelity, noise)
+
+
+@pytest.mark.parametrize(
+    ("system", "user_dir", "factory_dir"),
+    [
+        ("Linux", ".local/share/vital/User/Presets", ".local/share/vital/Factory/Presets/Pack"),
+        ("Linux", "Music/Vital/User/Presets", "Music/Vital/Factory/Presets"),  # a Mac layout
+        ("Darwin", "Music/Vital/User/Presets", "Music/Vital/Factory/Presets/Pack"),
+    ],
+)
+def test_vital_folders_are_found(
+    tmp_path: Path, community_dir: Path, system: str, user_dir: str, factory_dir: str
+) -> None:
+    for sub, name in ((user_dir, GOOD[0]), (factory_dir, GOOD[1])):
+        (tmp_path / sub).mkdir(parents=True)
+        shutil.copy(community_dir / name, tmp_path / sub / name)
+    factory = vital_folders("factory", home=tmp_path, system=system)
+    user = vital_folders("user", home=tmp_path, system=system)
+    assert [p.name for p in factory] == ["Factory"] and [p.name for p in user] == ["User"]
+    assert [f.origin.endswith(GOOD[1]) for f in scan(factory).files] == [True]
+
+
+def test_factory_presets_render_through_the_farm(tmp_path: Path, community_dir: Path) -> None:
+    """`--factory` with Vital's folders in a (temporary) home: the presets come first,
+    their rows say `factory`."""
+    home = tmp_path / "home"
+    presets = home / ".local" / "share" / "vital" / "Factory" / "Presets"
+    presets.mkdir(parents=True)
+    for name in GOOD:
+        shutil.copy(community_dir / name, presets / name)
+    args = ["generate", "--tier", "1", "-n", "3", "--factory", "--notes", "60", "-o", "f.h5"]
+    args += ["--note-duration", "0.5", "--render-duration", "1.0"]
+    res = farm(tmp_path, *args, env=farm_env(HOME=str(home)))
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "data" / "f.h5", "r") as f:
+        sources = [s.decode() for s in f["metadata/source"][:]]
+        names = [s.decode() for s in f["presets/name"][:]]
+    # The file's library table holds the real presets its rows use (a silent one is not).
+    assert sources[0] == "factory" and names
+    assert set(names) <= {Path(n).stem for n in GOOD}

@@ -63,22 +63,35 @@ class Scan:
         self.skipped.append((origin, reason))
 
 
-def vital_folders(kind: str, home: Path | None = None) -> list[Path]:
-    """Where Vital keeps presets on this machine (those that exist).
+def vital_folders(kind: str, home: Path | None = None, system: str | None = None) -> list[Path]:
+    """Where Vital keeps presets on this machine (those that exist), each scanned
+    recursively (Vital puts them in ``Presets/`` below these, by pack).
+
+    Vital's data folder is ``~/Music/Vital`` on macOS (and where many Linux users put it,
+    copying a Mac layout), ``~/.local/share/vital`` or ``~/Vital`` on Linux, and
+    ``Documents/Vital`` on Windows; system-wide installs add ``/Library/Application
+    Support/Vital``, ``/usr/share/vital`` or ``ProgramData/Vital``. Presets sit in its
+    ``Factory`` and ``User`` folders.
 
     Args:
         kind: ``user`` or ``factory``.
         home: the home folder (default: the user's).
+        system: ``Darwin``, ``Linux`` or ``Windows`` (default: this machine's).
     """
     home = home or Path.home()
-    system = platform.system()
+    system = system or platform.system()
     if system == "Darwin":
         roots = [home / "Music" / "Vital", Path("/Library/Application Support/Vital")]
     elif system == "Windows":
         docs = Path(os.environ.get("USERPROFILE", str(home))) / "Documents"
         roots = [docs / "Vital", Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "Vital"]
     else:
-        roots = [home / ".local" / "share" / "vital", home / "Vital", Path("/usr/share/vital")]
+        roots = [
+            home / ".local" / "share" / "vital",
+            home / "Vital",
+            home / "Music" / "Vital",
+            Path("/usr/share/vital"),
+        ]
     sub = "Factory" if kind == "factory" else "User"
     return [r / sub for r in roots if (r / sub).is_dir()]
 
