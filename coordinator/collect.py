@@ -28,6 +28,7 @@ from farm.params.tiers import tier_params
 from farm.paths import OutputClaim, shard_dir, stored_output
 from farm.presets.library import library_for
 from farm.settings import FarmSettings
+from farm.storage.card import write_card
 from farm.storage.merge import MergeResult, MissingRowsError, Piece, merge
 
 log = logging.getLogger("farm.collect")
@@ -167,6 +168,10 @@ def collect_dataset(
         return Collected(ledger.run_id, out, 0, requeued=len(e.jobs))
     except Exception as e:
         raise _failed(ledger, settings, spec, out, e) from e
+    try:
+        write_card(out)
+    except Exception as e:  # the dataset is complete; `farm card` can write it later
+        log.warning("run %s: no dataset card (%s); `farm card %s` writes it", ledger.run_id, e, out)
     ledger.move(
         DONE,
         only_from=(COLLECTING,),

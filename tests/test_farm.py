@@ -95,6 +95,7 @@ def test_embedded_run_end_to_end(tmp_path: Path, reference: dict[str, np.ndarray
     path = tmp_path / "data" / f"tier2_{N}.h5"
     assert f"wrote {path}: {N} rows" in out.stdout
     assert check_file(h5py.File(path, "r")) == []
+    assert f"# tier2_{N}" in path.with_suffix(".md").read_text()  # the collector's card
     _no_duplicates(path)
     _same_rows(path, reference)  # 2 workers vs 1: identical hashes, notes and audio
     with h5py.File(path, "r") as f:

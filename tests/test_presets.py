@@ -333,3 +333,34 @@ def test_factory_presets_render_through_the_farm(tmp_path: Path, community_dir: 
     # The file's library table holds the real presets its rows use (a silent one is not).
     assert sources[0] == "factory" and names
     assert set(names) <= {Path(n).stem for n in GOOD}
+
+
+def test_the_card_credits_every_real_preset(tmp_path: Path, community_dir: Path) -> None:
+    """A dataset made from community presets gets NAME.md crediting each one used: name,
+    author, origin and the licence its folder declares (here CC BY 4.0)."""
+    folder = tmp_path / "packs" / "tytel"
+    folder.mkdir(parents=True)
+    for name in GOOD:
+        shutil.copy(community_dir / name, folder / name)
+    shutil.copy(community_dir / "ATTRIBUTION.md", tmp_path / "packs" / "ATTRIBUTION.md")
+    args = ["generate", "--tier", "1", "-n", "6", "--notes", "60", "-o", "c.h5"]
+    args += ["--community-dir", str(tmp_path / "packs")]
+    args += ["--note-duration", "0.5", "--render-duration", "1.0"]
+    res = farm(tmp_path, *args)
+    assert res.returncode == 0, res.stderr
+    card = (tmp_path / "data" / "c.md").read_text()
+    with h5py.File(tmp_path / "data" / "c.h5", "r") as f:
+        names, authors = f["presets/name"][:], f["presets/author"][:]
+        used = [(n.decode(), a.decode()) for n, a in zip(names, authors, strict=True)]
+        assert {v.decode() for v in f["presets/licence"][:]} == {"CC BY 4.0"}
+    assert used
+    for name, author in used:
+        assert f"| {name} | {author} | community:" in card
+    assert card.count("| CC BY 4.0 |") == len(used)
+    assert "farm submit --tier 1 -n 6 --seed 0" in card and "--community-dir" in card
+    assert 'FarmDataset("c.h5"' in card
+    # farm card writes it again where told, and refuses to overwrite without --force.
+    res = farm(tmp_path, "card", str(tmp_path / "data" / "c.h5"), "-o", str(tmp_path / "copy.md"))
+    assert res.returncode == 0 and (tmp_path / "copy.md").read_text() == card
+    res = farm(tmp_path, "card", str(tmp_path / "data" / "c.h5"))
+    assert res.returncode == 2 and "--force" in res.stderr

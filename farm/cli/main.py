@@ -113,6 +113,11 @@ def generate(**kw: Any) -> None:
         f"wrote {out}: {progress.accepted} rows from {progress.renders} renders "
         f"({progress.acceptance:.1%} accepted) in {progress.elapsed:.1f}s; "
         f"rejections {json.dumps(dict(sorted(progress.rejections.items())))}"
+        + (
+            f"; no dataset card ({progress.card_error}): `farm card {out}`"
+            if progress.card_error
+            else ""
+        )
     )
 
 
@@ -243,6 +248,25 @@ def verify(file: str) -> None:
             f"{file}: {len(found.bad)} of {found.rows} rows fail their checksum: rows {shown}{more}"
         )
     click.echo(f"{file}: all {found.rows} rows match their checksums")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--output", default=None, help="Where to write it [default: FILE with .md, beside it]."
+)
+@click.option("--force", is_flag=True, help="Replace an existing card.")
+def card(file: str, output: str | None, force: bool) -> None:
+    """Write a dataset's card (NAME.md): what it is, how it was made, counts, splits, how to
+    load it, and credit for every real preset used."""
+    from farm.paths import check_output
+    from farm.storage.card import card_path, write_card
+
+    out = Path(output) if output else card_path(file)
+    if out.suffix != ".md":
+        raise UsageError(f"{out}: a card is Markdown; name it .md")
+    check_output(out, force=force)
+    click.echo(f"wrote {write_card(file, out)}")
 
 
 @cli.command()

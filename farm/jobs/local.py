@@ -23,6 +23,7 @@ from farm.params.tiers import tier_params
 from farm.presets.library import library_for
 from farm.render.engine import RenderEngine
 from farm.render.validate import Reason
+from farm.storage.card import write_card
 from farm.storage.merge import counted_rejections
 from farm.storage.shard import ShardWriter
 
@@ -40,6 +41,8 @@ class Progress:
     jobs: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    card_error: str = ""
+    """Why the dataset card could not be written (the dataset itself is complete)."""
 
     @property
     def elapsed(self) -> float:
@@ -145,4 +148,8 @@ def generate(
             writer.close(*counted_rejections(spec, by_job, last))
     finally:
         engine.close()
+    try:
+        write_card(out)
+    except OSError as e:  # a full disk after the file was made: `farm card` writes it later
+        progress.card_error = str(e)
     return progress

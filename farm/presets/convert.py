@@ -153,6 +153,7 @@ def _read_loaded(synth: Any, f: SourceFile, source: str) -> dict[str, Any] | Non
         "author": str(doc.get("author", ""))[:200],
         "source": source,
         "origin": f.origin,
+        "licence": f.licence,
         "raw": raw,
         "modulations": [m.to_list() for m in mods],
         "dropped_modulations": dropped,

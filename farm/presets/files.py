@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from farm.errors import SourceError
@@ -39,11 +40,13 @@ class SourceFile:
             ``bank.vitalbank:Presets/x.vital``).
         stem: the file name without its suffix (the preset name when the JSON has none).
         data: the file's bytes (at most :data:`MAX_PRESET_BYTES`).
+        licence: the licence its folder declares (:func:`folder_licence`), or ``""``.
     """
 
     origin: str
     stem: str
     data: bytes
+    licence: str = ""
 
 
 @dataclass
@@ -122,8 +125,10 @@ def scan(dirs: Iterable[Path], suffixes: tuple[str, ...] = (PRESET_SUFFIX, BANK_
     dirs = list(dirs)
     check_dirs(dirs)
     for d in dirs:
+        licences: dict[Path, str] = {}
         for path in _walk(Path(d)):
             origin = _display(path)
+            start = len(out.files)
             try:
                 path.name.encode("utf-8")
             except UnicodeEncodeError:
@@ -136,7 +141,43 @@ def scan(dirs: Iterable[Path], suffixes: tuple[str, ...] = (PRESET_SUFFIX, BANK_
                 _read_bank(path, origin, out)
             else:
                 _read_file(path, origin, out)
+            if len(out.files) > start:
+                licence = folder_licence(path.parent, Path(d), licences)
+                out.files[start:] = [replace(f, licence=licence) for f in out.files[start:]]
     return out
+
+
+#: Licence names found in a folder's LICENSE / ATTRIBUTION / README text (most specific
+#: first: "Attribution-ShareAlike" before "Attribution").
+_LICENCES = (
+    (r"attribution[- ]?non[- ]?commercial[- ]?share[- ]?alike|by-nc-sa", "CC BY-NC-SA"),
+    (r"attribution[- ]?non[- ]?commercial|by-nc", "CC BY-NC"),
+    (r"attribution[- ]?share[- ]?alike[ -]*4\.0|by-sa/4\.0|cc[- ]by[- ]sa[- ]4\.0", "CC BY-SA 4.0"),
+    (r"attribution[ -]*4\.0|licenses/by/4\.0|cc[- ]by[- ]4\.0", "CC BY 4.0"),
+    (r"attribution[ -]*3\.0|licenses/by/3\.0|cc[- ]by[- ]3\.0", "CC BY 3.0"),
+    (r"\bcc0\b|publicdomain/zero", "CC0 1.0"),
+    (r"\bmit license\b", "MIT"),
+)
+_LICENCE_FILES = re.compile(r"^(licen[cs]e|attribution|copying|readme)(\.\w+)?$", re.I)
+
+
+def folder_licence(folder: Path, root: Path, cache: dict[Path, str]) -> str:
+    """The licence a preset's folder declares: the first licence name found in a LICENSE,
+    ATTRIBUTION, COPYING or README file of ``folder`` or a folder above it, up to ``root``
+    (the folder the user gave); ``""`` when none says. What the dataset card credits."""
+    if folder in cache:
+        return cache[folder]
+    found = ""
+    for f in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if f.is_file() and _LICENCE_FILES.match(f.name) and f.stat().st_size < 1 << 20:
+            text = " ".join(f.read_text(errors="replace").lower().split())
+            found = next((name for rx, name in _LICENCES if re.search(rx, text)), "")
+            if found:
+                break
+    if not found and folder != root and root in folder.parents:
+        found = folder_licence(folder.parent, root, cache)
+    cache[folder] = found
+    return found
 
 
 def _walk(root: Path) -> Iterator[Path]:

@@ -26,6 +26,7 @@ wavetables/name, wavetables/hash (W,)  str     name, sha256 of the canonical JSO
 presets/state         (P,)             str     JSON of a real preset's non-scalar state
                                                (LFO shapes, sample), once each  (2.3.0)
 presets/name, author, origin, source, hash (P,) str; presets/dropped_modulations (P,) int32
+presets/licence       (P,)             str     the licence its folder declares, or "" (2.7.0)
 metadata/loudness     (N,)             float32 BS.1770 integrated loudness, LUFS (2.5.0)
 metadata/dc           (N,)             float32 mean sample value (DC offset)     (2.5.0)
 metadata/split        (N,)             S10     train | validation | test, by preset (2.6.0)

@@ -41,7 +41,7 @@ def write_library_tables(f: Any, library: Library | None) -> None:
         tables["wavetables/data"].append(canonical(data).decode())
         tables["wavetables/name"].append(str(data.get("name", "")))
         tables["wavetables/hash"].append(library.wavetables[i])
-    fields = ("name", "author", "origin", "source")
+    fields = ("name", "author", "origin", "source", "licence")
     for key in ("state", "hash", *fields):
         tables[f"presets/{key}"] = []
     dropped = []
