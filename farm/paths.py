@@ -15,15 +15,24 @@ def resolve_output(
     given: str | None,
     default: str,
     suffixes: tuple[str, ...] = (".h5",),
+    *,
+    confine: bool = True,
 ) -> Path:
-    """The absolute output path for a user's ``-o`` value, confined to ``data_dir``.
+    """The absolute output path for a user's ``-o`` value.
 
     A relative path that already lies in ``data_dir`` (``data/x.h5`` from the project root)
     is taken as it is; any other relative path is taken relative to ``data_dir``. An
-    absolute path is accepted only inside ``data_dir``.
+    absolute path goes where it says.
+
+    Args:
+        confine: keep the output inside ``data_dir``: for outputs that reach another
+            process through the broker or the ledger (a farm run's file). A command that
+            writes in this process (``generate``, ``inspect --png``, ``rerender -o``)
+            writes wherever its user says.
 
     Raises:
-        OutputPathError: the path escapes ``data_dir`` (``..``, another absolute folder).
+        OutputPathError: a confined path escapes ``data_dir`` (``..``, another absolute
+            folder); a bad file name.
     """
     root = Path(data_dir).resolve()
     name = given if given else default
@@ -33,7 +42,7 @@ def resolve_output(
     else:
         here = (Path.cwd() / p).resolve()
         candidate = here if here.is_relative_to(root) else (root / p).resolve()
-    if not candidate.is_relative_to(root) or candidate == root:
+    if candidate == root or (confine and not candidate.is_relative_to(root)):
         raise OutputPathError(
             f"output {name!r} is outside the data folder {root} "
             "(set --data-dir or FARM_DATA_DIR to write elsewhere)"

@@ -51,8 +51,7 @@ def test_bad_picture_requests_are_one_line(dataset_file: Path, tmp_path: Path) -
     (data / "taken.png").write_bytes(b"keep me")
     for args, message in (
         (["--wav", "x.wav"], "--wav needs a row"),
-        (["-s", "0", "--png", "../x.png"], "outside the data folder"),
-        (["-s", "0", "--png", "/tmp/x.png"], "outside the data folder"),
+        (["-s", "0", "--png", "/nonexistent-dir/x.png"], "does not exist"),
         (["-s", "0", "--wav", "new.wav", "--png", "taken.png"], "exists"),
         (["-s", "99", "--png", "y.png"], "out of range"),
         (["-s", "0", "--png", "x.jpg"], ".png"),

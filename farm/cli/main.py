@@ -82,7 +82,10 @@ def generate(**kw: Any) -> None:
     # As submit: everything that can be refused is refused before anything is created.
     dataset_options(spec.compression)
     check_dirs(kw["community_dirs"])
-    out = resolve_output(kw["data_dir"], kw["output"], f"tier{spec.tier}_{spec.n}.h5")
+    # This process writes the file: it goes wherever the user says.
+    out = resolve_output(
+        kw["data_dir"], kw["output"], f"tier{spec.tier}_{spec.n}.h5", confine=False
+    )
     check_output(out, force=kw["force"], root=kw["data_dir"])
     check_disk(spec, kw["data_dir"])
     Path(kw["data_dir"]).mkdir(parents=True, exist_ok=True)
@@ -289,8 +292,8 @@ def _write_pictures(
     from farm.tools.rerender import write_wav
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    wav_out = resolve_output(data_dir, wav, wav, suffixes=(".wav",)) if wav else None
-    png_out = resolve_output(data_dir, png, png, suffixes=(".png",)) if png else None
+    wav_out = resolve_output(data_dir, wav, wav, (".wav",), confine=False) if wav else None
+    png_out = resolve_output(data_dir, png, png, (".png",), confine=False) if png else None
     for out in (wav_out, png_out):
         if out is not None:
             check_output(out, force=force)

@@ -42,7 +42,7 @@ def register(
         from farm.store import canonical, object_hash
 
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        out = resolve_output(data_dir, output, output, suffixes=(".json", ".json.gz"))
+        out = resolve_output(data_dir, output, output, (".json", ".json.gz"), confine=False)
         check_output(out, force=force)
         dirs = [Path(d) for d in extra_dirs]
         if not no_vital_folders:
@@ -123,7 +123,7 @@ def register(
         if not Path(file).is_file():
             raise DatasetError(f"no dataset file {file}")
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        out = resolve_output(data_dir, output, output, suffixes=(".wav",))
+        out = resolve_output(data_dir, output, output, (".wav",), confine=False)
         check_output(out, force=force)
         audio, rate = render_row(Path(file), index)
         write_wav(out, audio, rate)
