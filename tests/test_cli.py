@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from farm.storage import schema
@@ -149,3 +150,28 @@ def test_local_outputs_go_where_the_user_says(workdir: Path, tmp_path: Path) -> 
     assert (elsewhere / "r.wav").is_file()
     r = farm("submit", "-n", "2", "-o", str(elsewhere / "y.h5"), cwd=workdir)
     assert r.returncode == 2 and "outside the data folder" in r.stderr
+
+
+def test_like_makes_the_same_dataset_again(workdir: Path) -> None:
+    """--like FILE takes FILE's spec; a given option changes it; a bigger -n keeps FILE's
+    rows first."""
+    spec = ["--tier", "1", "--seed", "4", *FAST]
+    r = farm("generate", *spec, "-n", "5", "-o", "a.h5", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    a = workdir / "data" / "a.h5"
+    r = farm("generate", "--like", str(a), "-n", "9", "-o", "b.h5", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    r = farm("generate", "--like", str(a), "--seed", "5", "-o", "c.h5", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(a) as fa, h5py.File(workdir / "data" / "b.h5") as fb:
+        assert fb[schema.AUDIO].shape[0] == 9
+        np.testing.assert_array_equal(fb[schema.AUDIO][:5], fa[schema.AUDIO][:])
+        np.testing.assert_array_equal(fb[schema.CONTINUOUS][:5], fa[schema.CONTINUOUS][:])
+        liked, made = (json.loads(f.attrs["run_spec"]) for f in (fa, fb))
+        assert made == {**liked, "n": 9}  # everything but -n from the liked file
+    with h5py.File(workdir / "data" / "c.h5") as fc:
+        assert fc[schema.AUDIO].shape[0] == 5 and int(fc.attrs["seed"]) == 5
+    r = farm("generate", "-o", "d.h5", cwd=workdir)
+    assert r.returncode == 2 and "give -n" in r.stderr
+    r = farm("generate", "--like", str(workdir / "nope.h5"), cwd=workdir)
+    assert r.returncode == 2 and "no such dataset" in r.stderr

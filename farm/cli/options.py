@@ -73,7 +73,16 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Tier 1 (two oscillators, filter, amp envelope), 2 (the full synth) or 3 "
             "(2 plus modulation).",
         ),
-        click.option("-n", "n", type=int, required=True, help="Accepted rows (notes) to make."),
+        click.option(
+            "-n", "n", type=int, default=None, help="Accepted rows (notes) to make (required)."
+        ),
+        click.option(
+            "--like",
+            default=None,
+            metavar="FILE",
+            help="Make the dataset FILE was made from, again: its spec, with any option "
+            "given here changed (e.g. a larger -n: the first rows are FILE's rows).",
+        ),
         click.option("-o", "--output", default=None, help="Output [default: tier{T}_{n}.h5]."),
         click.option(
             "--seed",
@@ -201,6 +210,17 @@ def with_sources(spec: Any, kw: dict[str, Any], data_dir: str) -> Any:
     def show(line: str) -> None:
         click.echo(line, err=True)
 
+    given = kw["community_dirs"] or kw["factory"] or kw["wavetable_catalog"]
+    if not given and spec.sources.library is not None:
+        # --like: the liked file's library, which must be in this data folder's store.
+        from farm.store import Store
+
+        if not Store(data_dir).path(spec.sources.library).is_file():
+            raise UsageError(
+                "--like: the file's real presets are not in this data folder's store; give "
+                "the same --community-dir / --factory / --wavetable-catalog again"
+            )
+        return spec
     prepared = prepare_sources(
         data_dir,
         kw["community_dirs"],
@@ -223,7 +243,11 @@ def build_spec(kw: dict[str, Any]) -> Any:
         check_tier,
     )
 
-    n, tier = kw["n"], kw["tier"]
+    like = _liked(kw["like"]) if kw.get("like") else None
+    n = kw["n"] if kw["n"] is not None else (like.n if like is not None else None)
+    tier = kw["tier"]
+    if n is None:
+        raise UsageError("give -n, the number of rows to make (or --like FILE)")
     if n <= 0:
         raise UsageError(f"-n must be a positive number of rows, got {n}")
     try:
@@ -233,7 +257,7 @@ def build_spec(kw: dict[str, Any]) -> Any:
     if not 0.0 <= kw["inject_crash"] <= 1.0:
         raise UsageError("--inject-crash must be a fraction in [0, 1]")
     try:
-        return RunSpec(
+        spec = RunSpec(
             tier=tier,
             n=n,
             seed=kw["seed"],
@@ -257,6 +281,7 @@ def build_spec(kw: dict[str, Any]) -> Any:
                 audio_dtype="float16" if kw["float16"] else "float32",
             ),
         )
+        return spec if like is None else _like(like, spec, kw)
     except ValidationError as e:
         raise spec_error(e) from None
 
@@ -312,3 +337,65 @@ def farm_settings(data_dir: str, broker: str | None, **given: Any) -> Any:
         return settings_from_env(os.environ, data_dir=data_dir, broker_url=broker, **given)
     except ValidationError as e:
         raise spec_error(e, "invalid setting") from None
+
+
+#: Which run-spec fields each spec option sets (for ``--like``: a given option changes
+#: these, everything else comes from the liked file).
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "tier": ("tier",),
+    "n": ("n",),
+    "seed": ("seed",),
+    "batch_size": ("batch_size",),
+    "notes": ("render.notes",),
+    "notes_per_preset": ("render.notes",),
+    "velocity": ("render.velocity",),
+    "note_duration": ("render.note_duration",),
+    "render_duration": ("render.render_duration",),
+    "sample_rate": ("render.sample_rate",),
+    "sampler": ("sampling.sampler",),
+    "no_rules": ("sampling.constraints",),
+    "key_tracking": ("sampling.constraints",),
+    "splits": ("splits",),
+    "codec": ("compression.codec",),
+    "level": ("compression.level",),
+    "no_shuffle": ("compression.shuffle",),
+    "float16": ("compression.audio_dtype",),
+}
+
+
+def _liked(file: str) -> Any:
+    """The run spec a dataset was made from (its stored ``run_spec``)."""
+    from farm.config import RunSpec
+    from farm.errors import DatasetError
+    from farm.storage.reader import FarmReader
+
+    try:
+        with FarmReader(file) as r:
+            text = str(r.file.attrs["run_spec"])
+    except DatasetError as e:
+        raise UsageError(f"--like {file}: {e}") from None
+    return RunSpec.from_json(text)
+
+
+def _like(like: Any, spec: Any, kw: dict[str, Any]) -> Any:
+    """``like`` with the fields of every option given on the command line from ``spec``."""
+    from click.core import ParameterSource
+
+    from farm.config import RunSpec
+
+    ctx = click.get_current_context()
+    data = like.model_dump()
+    new = spec.model_dump()
+    for option, fields in _FIELDS.items():
+        source = ctx.get_parameter_source(option)
+        if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            continue
+        for field in fields:
+            *path, last = field.split(".")
+            here, there = data, new
+            for part in path:
+                here, there = here[part], there[part]
+            here[last] = there[last]
+    if "n" not in kw or kw["n"] is None:
+        data["n"] = like.n
+    return RunSpec.model_validate(data)

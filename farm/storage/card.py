@@ -98,6 +98,8 @@ def dataset_card(dataset: str | os.PathLike[str]) -> str:
         "",
         "```bash",
         _command(spec, name),
+        f"farm submit --like {name}.h5 -n {2 * int(info['rows'])} -o {name}_x2.h5"
+        "  # the same, bigger: its first rows are these",
         "```",
         "",
         "<details><summary>the run spec (JSON)</summary>",
