@@ -235,6 +235,7 @@ def with_sources(spec: Any, kw: dict[str, Any], data_dir: str) -> Any:
 
 def build_spec(kw: dict[str, Any]) -> Any:
     """A RunSpec from the spec options (one-line errors for bad values)."""
+    from farm.cli.like import like_with, liked_spec
     from farm.config import (
         CompressionSettings,
         RenderSettings,
@@ -243,7 +244,7 @@ def build_spec(kw: dict[str, Any]) -> Any:
         check_tier,
     )
 
-    like = _liked(kw["like"]) if kw.get("like") else None
+    like = liked_spec(kw["like"]) if kw.get("like") else None
     n = kw["n"] if kw["n"] is not None else (like.n if like is not None else None)
     tier = kw["tier"]
     if n is None:
@@ -281,7 +282,7 @@ def build_spec(kw: dict[str, Any]) -> Any:
                 audio_dtype="float16" if kw["float16"] else "float32",
             ),
         )
-        return spec if like is None else _like(like, spec, kw)
+        return spec if like is None else like_with(like, spec, kw)
     except ValidationError as e:
         raise spec_error(e) from None
 
@@ -337,65 +338,3 @@ def farm_settings(data_dir: str, broker: str | None, **given: Any) -> Any:
         return settings_from_env(os.environ, data_dir=data_dir, broker_url=broker, **given)
     except ValidationError as e:
         raise spec_error(e, "invalid setting") from None
-
-
-#: Which run-spec fields each spec option sets (for ``--like``: a given option changes
-#: these, everything else comes from the liked file).
-_FIELDS: dict[str, tuple[str, ...]] = {
-    "tier": ("tier",),
-    "n": ("n",),
-    "seed": ("seed",),
-    "batch_size": ("batch_size",),
-    "notes": ("render.notes",),
-    "notes_per_preset": ("render.notes",),
-    "velocity": ("render.velocity",),
-    "note_duration": ("render.note_duration",),
-    "render_duration": ("render.render_duration",),
-    "sample_rate": ("render.sample_rate",),
-    "sampler": ("sampling.sampler",),
-    "no_rules": ("sampling.constraints",),
-    "key_tracking": ("sampling.constraints",),
-    "splits": ("splits",),
-    "codec": ("compression.codec",),
-    "level": ("compression.level",),
-    "no_shuffle": ("compression.shuffle",),
-    "float16": ("compression.audio_dtype",),
-}
-
-
-def _liked(file: str) -> Any:
-    """The run spec a dataset was made from (its stored ``run_spec``)."""
-    from farm.config import RunSpec
-    from farm.errors import DatasetError
-    from farm.storage.reader import FarmReader
-
-    try:
-        with FarmReader(file) as r:
-            text = str(r.file.attrs["run_spec"])
-    except DatasetError as e:
-        raise UsageError(f"--like {file}: {e}") from None
-    return RunSpec.from_json(text)
-
-
-def _like(like: Any, spec: Any, kw: dict[str, Any]) -> Any:
-    """``like`` with the fields of every option given on the command line from ``spec``."""
-    from click.core import ParameterSource
-
-    from farm.config import RunSpec
-
-    ctx = click.get_current_context()
-    data = like.model_dump()
-    new = spec.model_dump()
-    for option, fields in _FIELDS.items():
-        source = ctx.get_parameter_source(option)
-        if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
-            continue
-        for field in fields:
-            *path, last = field.split(".")
-            here, there = data, new
-            for part in path:
-                here, there = here[part], there[part]
-            here[last] = there[last]
-    if "n" not in kw or kw["n"] is None:
-        data["n"] = like.n
-    return RunSpec.model_validate(data)
