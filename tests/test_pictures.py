@@ -101,3 +101,28 @@ def test_the_overview_shows_what_can_be_heard(dataset_file: Path) -> None:
         cats = shown_columns(r, 8, categorical=True)
         cat_active = r.file["params/active_categorical"][...].mean(axis=0)
         assert cats and all(cat_active[j] > 0 for j in cats)
+
+
+def test_export_wav_and_labels(dataset_file: Path, tmp_path: Path) -> None:
+    """farm export --format wav: every row's WAV is its stored audio, labels.jsonl names
+    every parameter (raw as the reader gives it), an existing folder is refused."""
+    import json
+
+    out = tmp_path / "exported"
+    res = farm(tmp_path, "export", str(dataset_file), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
+    assert len(lines) == 40 and sorted(p.name for p in (out / "rows").iterdir())[0] == "0000000.wav"
+    with FarmReader(dataset_file) as r, h5py.File(dataset_file, "r") as f:
+        for row in (lines[0], lines[17], lines[39]):
+            i = row["index"]
+            rate, audio = wavfile.read(out / row["file"])
+            assert rate == f.attrs["sample_rate"]
+            np.testing.assert_array_equal(audio.T, f["audio/waveforms"][i])
+            raw = r.raw_values(i)
+            assert row["raw"] == {n: raw[n] for n in r.continuous_names}
+            assert row["categorical"] == {n: raw[n] for n in r.categorical_names}
+            assert row["midi_note"] == int(f["metadata/midi_note"][i])
+    res = farm(tmp_path, "export", str(dataset_file), "-o", str(out))
+    assert res.returncode == 2 and "exists" in res.stderr
+    assert not list(tmp_path.glob("exported.*.tmp"))

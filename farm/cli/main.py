@@ -274,6 +274,37 @@ def card(file: str, output: str | None, force: bool) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["wav"]),
+    default="wav",
+    show_default=True,
+    help="wav: one 32-bit float WAV per row and labels.jsonl (parameters by name, raw and "
+    "normalized, metadata).",
+)
+@click.option("-o", "--output", required=True, help="The folder to make.")
+@click.option("--force", is_flag=True, help="Replace an existing folder.")
+def export(file: str, fmt: str, output: str, force: bool) -> None:
+    """Export a dataset as plain files for tools that do not read HDF5 (streamed; nothing
+    is left under the name if it is interrupted)."""
+    from farm.tools.export import export_wav
+
+    bar = Progress()
+    try:
+        rows = export_wav(
+            file,
+            Path(output).resolve(),
+            force=force,
+            on_progress=lambda done, n: bar(f"exported {done}/{n} rows"),
+        )
+    finally:
+        bar.end()
+    click.echo(f"wrote {Path(output).resolve()}: {rows} WAV files and labels.jsonl")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
 @data_dir_option
 def preview(file: str, data_dir: str) -> None:
     """Browse a dataset in the terminal: filter rows, see parameters and sketches, play

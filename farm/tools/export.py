@@ -1,0 +1,111 @@
+"""A dataset as plain files for any tool: one WAV per row and a JSONL file of labels.
+
+Streamed in blocks of rows (memory flat in the file's size) into a temporary folder that
+is renamed at the end, so an interrupted export leaves nothing under the name asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from farm.errors import OutputExistsError, OutputPathError
+from farm.paths import temp_name
+from farm.storage import schema
+from farm.storage.reader import FarmReader
+from farm.tools.rerender import write_wav
+
+#: Rows read at once.
+BLOCK = 64
+
+
+def export_wav(
+    dataset: str | os.PathLike[str],
+    out: Path,
+    *,
+    force: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write ``out/rows/NNNNNNN.wav`` (32-bit float, the stored audio) for every row and
+    ``out/labels.jsonl``: per row its file, key, note, velocity, note length, split, preset,
+    and its parameters by name (normalized, raw, and categoricals as option labels).
+
+    Args:
+        dataset: the ``.h5`` file.
+        out: the folder to make.
+        force: replace an existing ``out``.
+        on_progress: called with (rows written, rows).
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``force`` is False.
+        OutputPathError: ``out``'s parent folder does not exist.
+        DatasetError: the dataset cannot be read.
+    """
+    if out.exists() and not force:
+        raise OutputExistsError(f"output {out} exists (use --force to replace it)")
+    if not out.parent.is_dir():
+        raise OutputPathError(f"output folder {out.parent} does not exist")
+    tmp = temp_name(out)
+    try:
+        with FarmReader(dataset) as r:
+            n = len(r)
+            (tmp / "rows").mkdir(parents=True)
+            rate = int(r.file.attrs["sample_rate"])
+            with (tmp / "labels.jsonl").open("w") as labels:
+                for start in range(0, n, BLOCK):
+                    stop = min(start + BLOCK, n)
+                    batch = r.get_batch(np.arange(start, stop))
+                    for k in range(stop - start):
+                        i = start + k
+                        name = f"rows/{i:07d}.wav"
+                        write_wav(tmp / name, batch["audio"][k], rate)
+                        labels.write(json.dumps(_label(r, batch, k, i, name)) + "\n")
+                    if on_progress is not None:
+                        on_progress(stop, n)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return n
+
+
+def _label(
+    r: FarmReader, batch: dict[str, np.ndarray], k: int, i: int, file: str
+) -> dict[str, object]:
+    meta: dict[str, object] = {
+        m: _plain(batch[m][k])
+        for m in ("midi_note", "velocity", "note_duration", "split", "preset_hash", "preset_name")
+        if m in batch
+    }
+    raw = r.raw_values(i)
+    return {
+        "index": i,
+        "file": file,
+        **meta,
+        "continuous": dict(
+            zip(r.continuous_names, batch["continuous"][k].astype(float).tolist(), strict=True)
+        ),
+        "raw": {n: raw[n] for n in r.continuous_names},
+        "categorical": {n: raw[n] for n in r.categorical_names},
+        "categorical_index": dict(
+            zip(r.categorical_names, batch["categorical"][k].astype(int).tolist(), strict=True)
+        ),
+        "source": _plain(r.file[schema.meta("source")][i]),
+    }
+
+
+def _plain(v: object) -> object:
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
