@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from farm.errors import OutputExistsError, OutputPathError
+from farm.params.normalize import to_raw
 from farm.paths import temp_name
-from farm.storage import schema
 from farm.storage.reader import FarmReader
 from farm.tools.rerender import write_wav
 
@@ -86,7 +86,12 @@ def _label(
         for m in ("midi_note", "velocity", "note_duration", "split", "preset_hash", "preset_name")
         if m in batch
     }
-    raw = r.raw_values(i)
+    # From the batch already read: the reader's raw_values would read the row's audio again.
+    values = to_raw(batch["continuous"][k], r.raw_min, r.raw_max, r.integer)
+    options = [
+        r.options[n][int(j)]
+        for n, j in zip(r.categorical_names, batch["categorical"][k], strict=True)
+    ]
     return {
         "index": i,
         "file": file,
@@ -94,12 +99,12 @@ def _label(
         "continuous": dict(
             zip(r.continuous_names, batch["continuous"][k].astype(float).tolist(), strict=True)
         ),
-        "raw": {n: raw[n] for n in r.continuous_names},
-        "categorical": {n: raw[n] for n in r.categorical_names},
+        "raw": dict(zip(r.continuous_names, values.tolist(), strict=True)),
+        "categorical": dict(zip(r.categorical_names, options, strict=True)),
         "categorical_index": dict(
             zip(r.categorical_names, batch["categorical"][k].astype(int).tolist(), strict=True)
         ),
-        "source": _plain(r.file[schema.meta("source")][i]),
+        "source": _plain(batch["source"][k]),
     }
 
 
