@@ -125,7 +125,7 @@ def collect_dataset(
     sender: Sender | None,
 ) -> Collected:
     """A dataset run's end: the shortest prefix of finished jobs merged into the file."""
-    out = stored_output(settings.data_dir, meta["output"])
+    out = stored_output(settings.data_dir, meta["output"], roots=settings.output_roots)
     folder = shard_dir(settings.data_dir, ledger.run_id)
     pieces, by_job = pieces_of(ledger, folder)
     if sum(p.rows for p in pieces) < spec.n:
@@ -188,7 +188,9 @@ def collect_dataset(
 
 
 def _output(settings: FarmSettings, meta: dict[str, str], spec: RunSpec) -> Path:
-    return stored_output(settings.data_dir, meta["output"], suffix=kind_of(spec).suffix)
+    return stored_output(
+        settings.data_dir, meta["output"], kind_of(spec).suffix, settings.output_roots
+    )
 
 
 def _failed(
@@ -218,9 +220,10 @@ def collect_weights(
     from farm.storage.importance import write_importance
 
     assert spec.weights is not None
-    out = stored_output(settings.data_dir, meta["output"], suffix=".json")
+    roots = settings.output_roots
+    out = stored_output(settings.data_dir, meta["output"], ".json", roots)
     target = spec.weights.target
-    dataset = stored_output(settings.data_dir, target) if target else None
+    dataset = stored_output(settings.data_dir, target, roots=roots) if target else None
     details = ledger.done_details()
     results = ledger.results()
     measured: list[int] = []

@@ -1,4 +1,6 @@
-"""Output paths: every file farm writes stays inside the data folder."""
+"""Output paths. What a user names on the command line goes where they say; a path that
+arrives through the broker or the ledger stays inside the data folder (or an output root
+the process was given by whoever started it)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from farm.errors import OutputExistsError, OutputPathError
+from farm.settings import FarmSettings
 
 
 def resolve_output(
@@ -94,22 +97,65 @@ def check_output(path: Path, *, force: bool, root: str | os.PathLike[str] | None
         raise OutputPathError(f"output folder {parent} is not writable")
 
 
-def stored_output(data_dir: str | os.PathLike[str], relative: str, suffix: str = ".h5") -> Path:
-    """The absolute path of an output stored (in a run's ledger) relative to the data folder.
+def stored_output(
+    data_dir: str | os.PathLike[str],
+    stored: str,
+    suffix: str = ".h5",
+    roots: tuple[str, ...] = (),
+) -> Path:
+    """The absolute path of an output stored in a run's ledger: relative to the data
+    folder, or absolute inside one of the output roots this process was given.
+
+    Args:
+        roots: folders outside the data folder this process may write to
+            (:attr:`farm.settings.FarmSettings.output_roots`).
 
     Raises:
-        OutputPathError: the stored path is absolute or escapes the data folder (a message
-            from the queue never decides where a worker writes).
+        OutputPathError: the stored path escapes the data folder and the roots (a message
+            from the queue never decides where a worker writes); a bad file name.
     """
     root = Path(data_dir).resolve()
-    p = Path(relative)
-    candidate = (root / p).resolve()
-    if p.is_absolute() or not candidate.is_relative_to(root) or candidate == root:
-        raise OutputPathError(f"stored output {relative!r} escapes the data folder {root}")
+    p = Path(stored)
+    if p.is_absolute():
+        candidate = p.resolve()
+        if not any(candidate.is_relative_to(Path(r).resolve()) for r in roots):
+            raise OutputPathError(
+                f"stored output {stored!r} is outside the data folder {root} and the "
+                "output roots this process was given (FARM_OUTPUT_ROOTS)"
+            )
+    else:
+        candidate = (root / p).resolve()
+        if not candidate.is_relative_to(root) or candidate == root:
+            raise OutputPathError(f"stored output {stored!r} escapes the data folder {root}")
     if candidate.suffix != suffix:
-        raise OutputPathError(f"stored output {relative!r} must end in {suffix}")
+        raise OutputPathError(f"stored output {stored!r} must end in {suffix}")
     check_name(candidate.name, (suffix,))
     return candidate
+
+
+def run_output(settings: FarmSettings, out: Path, *, embedded: bool) -> tuple[FarmSettings, str]:
+    """Where a run writes ``out`` (a path its user gave), as the ledger stores it, and the
+    settings its workers need for it.
+
+    Inside the data folder: the path relative to it. Elsewhere: the absolute path, which
+    an embedded run's own workers are granted (its folder joins ``output_roots``); a
+    broker's workers must have been granted it already.
+
+    Raises:
+        OutputPathError: ``out`` is outside the data folder and the roots of a broker run.
+    """
+    root = Path(settings.data_dir).resolve()
+    if out.is_relative_to(root):
+        return settings, str(out.relative_to(root))
+    if any(out.is_relative_to(Path(r).resolve()) for r in settings.output_roots):
+        return settings, str(out)
+    if embedded:
+        roots = (*settings.output_roots, str(out.parent))
+        return settings.model_copy(update={"output_roots": roots}), str(out)
+    raise OutputPathError(
+        f"output {out} is outside the data folder {root}, where the farm's workers write; "
+        "give a path in it, or add its folder to FARM_OUTPUT_ROOTS here and on the workers"
+    )
 
 
 def resolve_folder(data_dir: str | os.PathLike[str], given: str) -> Path:

@@ -4,10 +4,11 @@ edges (the CLI, a worker's start-up) from options and ``FARM_*`` variables and p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Frozen(BaseModel):
@@ -86,6 +87,26 @@ class FarmSettings(_Frozen):
     die_with_parent: bool = False
     """Worker pool processes exit when their parent dies (the embedded workers of a
     ``farm submit``: a killed submitter leaves nothing running)."""
+    output_roots: tuple[str, ...] = ()
+    """Absolute folders outside the data folder that a run's output may be written to
+    (``FARM_OUTPUT_ROOTS``, separated by ``:``). Granted by whoever starts the workers, never
+    by the broker: an embedded ``farm submit -o /elsewhere/x.h5`` grants its own workers
+    ``/elsewhere``; a cluster's workers (and its submitter) need it in their environment."""
+
+    @field_validator("output_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(p for p in value.split(os.pathsep) if p)
+        return value
+
+    @field_validator("output_roots")
+    @classmethod
+    def _absolute_roots(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for root in value:
+            if not os.path.isabs(root):
+                raise ValueError(f"output root {root!r} is not an absolute path")
+        return value
 
     @model_validator(mode="after")
     def _beats_fit(self) -> FarmSettings:
@@ -127,6 +148,8 @@ def settings_env(settings: FarmSettings) -> dict[str, str]:
     out): the one way settings reach a worker process started by the farm."""
     out = {}
     for name, value in settings.model_dump().items():
+        if isinstance(value, tuple):
+            value = os.pathsep.join(value)
         if value is not None and name not in _SECRETS:
             out["FARM_" + name.upper()] = str(value)
     return out

@@ -138,7 +138,8 @@ def test_every_option_has_help() -> None:
 
 def test_local_outputs_go_where_the_user_says(workdir: Path, tmp_path: Path) -> None:
     """generate and inspect write in their own process: an absolute path anywhere is
-    honoured (the card goes beside the file); a farm run's output stays confined."""
+    honoured (the card goes beside the file). So is an embedded run's (its own workers
+    write it: tests/test_farm.py); a broker's workers were not granted the folder."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     out = elsewhere / "x.h5"
@@ -148,8 +149,9 @@ def test_local_outputs_go_where_the_user_says(workdir: Path, tmp_path: Path) -> 
     r = farm("inspect", str(out), "-s", "0", "--wav", str(elsewhere / "r.wav"), cwd=workdir)
     assert r.returncode == 0, r.stderr
     assert (elsewhere / "r.wav").is_file()
-    r = farm("submit", "-n", "2", "-o", str(elsewhere / "y.h5"), cwd=workdir)
-    assert r.returncode == 2 and "outside the data folder" in r.stderr
+    broker = "redis://127.0.0.1:9/0"  # refused before any connection
+    r = farm("submit", "-n", "2", "-o", str(elsewhere / "y.h5"), "--broker", broker, cwd=workdir)
+    assert r.returncode == 2 and "FARM_OUTPUT_ROOTS" in r.stderr, r.stderr
 
 
 def test_like_makes_the_same_dataset_again(workdir: Path) -> None:

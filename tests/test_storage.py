@@ -18,7 +18,8 @@ from farm.jobs.plan import sample_job
 from farm.params.label import Label
 from farm.params.registry import Registry
 from farm.params.tiers import TierParams, tier_params
-from farm.paths import check_output, resolve_output
+from farm.paths import check_output, resolve_output, run_output, stored_output
+from farm.settings import FarmSettings, settings_env, settings_from_env
 from farm.storage import schema
 from farm.storage.reader import FarmReader
 from farm.storage.shard import Row, ShardWriter
@@ -205,6 +206,30 @@ def test_output_paths_stay_in_the_data_folder(
     check_output(data / "x.h5", force=True)
     with pytest.raises(OutputPathError, match="does not exist"):
         check_output(data / "nope" / "x.h5", force=False)
+
+
+def test_stored_outputs_stay_in_the_data_folder_or_granted_roots(tmp_path: Path) -> None:
+    """A path from the ledger is confined; an absolute one only inside a granted root."""
+    data, granted = tmp_path / "data", tmp_path / "granted"
+    assert stored_output(data, "x.h5") == data / "x.h5"
+    for bad in ("../x.h5", "/etc/x.h5", str(granted / "x.h5"), str(granted / ".." / "x.h5")):
+        with pytest.raises(OutputPathError):
+            stored_output(data, bad)
+    roots = (str(granted),)
+    assert stored_output(data, str(granted / "x.h5"), roots=roots) == granted / "x.h5"
+    with pytest.raises(OutputPathError):
+        stored_output(data, str(granted / ".." / "x.h5"), roots=roots)
+    settings = FarmSettings(data_dir=str(data))
+    same, rel = run_output(settings, data / "sub" / "x.h5", embedded=True)
+    assert (same, rel) == (settings, "sub/x.h5")
+    given, rel = run_output(settings, granted / "x.h5", embedded=True)
+    assert rel == str(granted / "x.h5") and given.output_roots == roots
+    with pytest.raises(OutputPathError, match="FARM_OUTPUT_ROOTS"):
+        run_output(settings, granted / "x.h5", embedded=False)
+    # The grant reaches a worker process's environment and back.
+    env = settings_env(given)
+    assert env["FARM_OUTPUT_ROOTS"] == str(granted)
+    assert settings_from_env(env).output_roots == roots
 
 
 def test_label_round_trip_through_file(tmp_path: Path, registry: Registry, tp1: TierParams) -> None:

@@ -22,6 +22,7 @@ from farm.cli.options import (
     build_spec,
     data_dir_option,
     spec_options,
+    tier_option,
     with_sources,
 )
 from farm.errors import FarmError, UsageError
@@ -39,7 +40,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--tier", type=int, default=2, show_default=True, help="Tier 1, 2 or 3.")
+@tier_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of parameter objects.")
 def params(tier: int, as_json: bool) -> None:
     """Print the labelled parameters of a tier."""

@@ -18,6 +18,36 @@ from farm.errors import UsageError
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+# Options that every kind of run shares, with one default each (``submit``, ``generate``,
+# ``compute-weights``, ``params``).
+tier_option = click.option(
+    "--tier",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Tier 1 (two oscillators, filter, amp envelope), 2 (the full synth) or 3 "
+    "(2 plus modulation).",
+)
+seed_option = click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of every draw: the same spec and seed make the same rows.",
+)
+render_duration_option = click.option(
+    "--render-duration",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds of audio per row, release tail included.",
+)
+sample_rate_option = click.option(
+    "--sample-rate", type=int, default=44100, show_default=True, help="Hz."
+)
+#: Seconds a key is held unless told otherwise (RenderSettings' default).
+NOTE_DURATION = "1.5"
+
 
 def _notes(value: str, per_preset: int | None = None) -> Any:
     """``--notes``: a list of MIDI notes, or ``LO:HI`` with ``--notes-per-preset K``."""
@@ -65,14 +95,7 @@ def spec_error(e: ValidationError, what: str = "invalid") -> UsageError:
 def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options that build a RunSpec (shared by ``generate`` and ``submit``)."""
     options = [
-        click.option(
-            "--tier",
-            type=int,
-            default=2,
-            show_default=True,
-            help="Tier 1 (two oscillators, filter, amp envelope), 2 (the full synth) or 3 "
-            "(2 plus modulation).",
-        ),
+        tier_option,
         click.option(
             "-n", "n", type=int, default=None, help="Accepted rows (notes) to make (required)."
         ),
@@ -84,13 +107,7 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "given here changed (e.g. a larger -n: the first rows are FILE's rows).",
         ),
         click.option("-o", "--output", default=None, help="Output [default: tier{T}_{n}.h5]."),
-        click.option(
-            "--seed",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Seed of every draw: the same spec and seed make the same rows.",
-        ),
+        seed_option,
         click.option(
             "--batch-size", type=int, default=16, show_default=True, help="Presets per job."
         ),
@@ -125,18 +142,12 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--note-duration",
-            default="1.5",
+            default=NOTE_DURATION,
             show_default=True,
             help="Seconds the key is held, or LO:HI drawn per row (metadata/note_duration).",
         ),
-        click.option(
-            "--render-duration",
-            type=float,
-            default=2.0,
-            show_default=True,
-            help="Seconds of audio per row, release tail included.",
-        ),
-        click.option("--sample-rate", type=int, default=44100, show_default=True, help="Hz."),
+        render_duration_option,
+        sample_rate_option,
         click.option(
             "--codec",
             type=click.Choice(["none", "gzip", "lzf", "blosc2-zstd", "bitshuffle-lz4"]),

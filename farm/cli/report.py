@@ -23,7 +23,7 @@ def echo_weights(farm: Farm, st: Any, started: float) -> None:
     """The end of an importance run: its file and the five heaviest parameters."""
     from farm.paths import stored_output
 
-    out = stored_output(farm.settings.data_dir, st.output, suffix=".json")
+    out = stored_output(farm.settings.data_dir, st.output, ".json", farm.settings.output_roots)
     w = json.loads(out.read_text())
     top = sorted(w["continuous"].items(), key=lambda kv: -kv[1])[:5]
     click.echo(

@@ -85,7 +85,7 @@ def _follow(farm: Farm, ledger: Any, started: float) -> Any:
         from farm.paths import stored_output
         from farm.storage.reader import FarmReader
 
-        out = stored_output(farm.settings.data_dir, st.output)
+        out = stored_output(farm.settings.data_dir, st.output, roots=farm.settings.output_roots)
         with FarmReader(out) as r:
             info = r.info()
         rej = info["rejections"]
@@ -198,7 +198,7 @@ def register(cli: click.Group) -> None:
         from coordinator.run import window_for
         from farm.config import Faults
         from farm.disk import check_disk
-        from farm.paths import check_output, resolve_output
+        from farm.paths import check_output, resolve_output, run_output
         from farm.presets.files import check_dirs
         from farm.storage.compression import dataset_options
 
@@ -213,12 +213,13 @@ def register(cli: click.Group) -> None:
             raise UsageError("--detach needs a broker: the embedded workers stop with farm")
         dataset_options(spec.compression)  # a plugin codec this machine lacks
         check_dirs(kw["community_dirs"])
-        out = resolve_output(settings.data_dir, kw["output"], f"tier{spec.tier}_{spec.n}.h5")
+        default = f"tier{spec.tier}_{spec.n}.h5"
+        out = resolve_output(settings.data_dir, kw["output"], default, confine=False)
+        settings, rel = run_output(settings, out, embedded=local is not None)
         check_output(out, force=kw["force"], root=settings.data_dir)
         check_disk(spec, settings.data_dir, extra_jobs=window_for(settings, local))
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         spec = with_sources(spec, kw, settings.data_dir)
-        rel = str(out.relative_to(Path(settings.data_dir).resolve()))
         faults = Faults(
             crash_fraction=kw["inject_crash"],
             kill_jobs=kw["kill_jobs"],
@@ -290,7 +291,7 @@ def register(cli: click.Group) -> None:
         settings = farm_settings(data_dir, broker)
         local = None if settings.broker_url else (workers or cpu_count())
         if not settings.broker_url:
-            _require_embedded_run(data_dir, run_id)
+            settings = _embedded_run_settings(settings, run_id)
         with open_farm(settings, run_workers=local) as farm:
             ledger = Ledger(farm.client, run_id)
             resume_run(ledger, farm.sender)
@@ -331,7 +332,7 @@ def register(cli: click.Group) -> None:
         check_run_id(run_id)
         settings = farm_settings(data_dir, broker, keep_shards=keep_shards or None)
         if not settings.broker_url:
-            _require_embedded_run(data_dir, run_id)
+            settings = _embedded_run_settings(settings, run_id)
         with open_farm(settings, run_workers=None) as farm:
             done = collect_run(Ledger(farm.client, run_id), farm.settings, farm.sender)
         click.echo(done.summary())
@@ -342,3 +343,29 @@ def _require_embedded_run(data_dir: str, run_id: str) -> None:
 
     if not EmbeddedBroker(data_dir).exists:
         raise UsageError(f"no run {run_id!r}: no runs in {data_dir}")
+
+
+def _embedded_run_settings(settings: Any, run_id: str) -> Any:
+    """The settings that finish an embedded run: an output its submitter wrote outside the
+    data folder is granted again (the embedded broker is this data folder's own, behind
+    its password, so its ledger says what this folder's user asked for)."""
+    from coordinator.ledger import Ledger
+    from farm.paths import run_output
+
+    _require_embedded_run(settings.data_dir, run_id)
+    with open_farm(settings, run_workers=None) as farm:
+        meta = Ledger(farm.client, run_id).meta()
+    granted = settings
+    for stored in (meta.get("output"), _weights_target(meta)):
+        if stored and Path(stored).is_absolute():
+            granted, _ = run_output(granted, Path(stored).resolve(), embedded=True)
+    return granted
+
+
+def _weights_target(meta: dict[str, str]) -> str | None:
+    from farm.config import RunSpec
+
+    if not meta.get("spec"):
+        return None
+    weights = RunSpec.from_json(meta["spec"]).weights
+    return weights.target if weights else None

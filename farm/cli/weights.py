@@ -16,14 +16,20 @@ from farm.errors import UsageError
 
 def register(cli: click.Group) -> None:
     """Add ``compute-weights`` to the CLI."""
-    from farm.cli.options import broker_option, data_dir_option
+    from farm.cli.options import (
+        NOTE_DURATION,
+        broker_option,
+        data_dir_option,
+        render_duration_option,
+        sample_rate_option,
+        seed_option,
+        tier_option,
+    )
 
     @cli.command("compute-weights")
-    @click.option("--tier", type=int, default=2, show_default=True, help="Tier 1, 2 or 3.")
+    @tier_option
     @click.option("--n-base", type=int, default=500, show_default=True, help="Base presets.")
-    @click.option(
-        "--seed", type=int, default=0, show_default=True, help="Seed of the base presets."
-    )
+    @seed_option
     @click.option(
         "--delta",
         type=float,
@@ -38,17 +44,23 @@ def register(cli: click.Group) -> None:
         metavar="NAME=VALUE",
         help="Raw value or option every base preset gets (repeatable).",
     )
-    @click.option("--note", type=int, default=60, show_default=True, help="MIDI note.")
     @click.option(
-        "--note-duration", type=float, default=1.0, show_default=True, help="Seconds held."
-    )
-    @click.option(
-        "--render-duration",
-        type=float,
-        default=1.5,
+        "--note",
+        type=int,
+        default=60,
         show_default=True,
-        help="Seconds rendered per variant (release tail included).",
+        help="MIDI note every variant plays (one note: the weights measure the parameters, "
+        "not the pitch).",
     )
+    @click.option(
+        "--note-duration",
+        type=float,
+        default=float(NOTE_DURATION),
+        show_default=True,
+        help="Seconds the key is held.",
+    )
+    @render_duration_option
+    @sample_rate_option
     @click.option(
         "-o",
         "--output",
@@ -72,22 +84,23 @@ def register(cli: click.Group) -> None:
         from pydantic import ValidationError
 
         from farm.config import RenderSettings, RunSpec, WeightsSettings
-        from farm.paths import check_output, resolve_output
+        from farm.paths import check_output, resolve_output, run_output
 
         started = time.monotonic()
         settings = farm_settings(kw["data_dir"], kw["broker"])
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        root = Path(settings.data_dir).resolve()
         fixed = {}
         for item in kw["fixed"]:
             name, sep, value = item.partition("=")
             if not (sep and name and value):
                 raise UsageError(f"--set {item!r}: write NAME=VALUE")
             fixed[name] = value
-        target = None
+        embedded = not settings.broker_url
+        target, target_rel = None, None
         if kw["dataset"]:
-            target = resolve_output(settings.data_dir, kw["dataset"], kw["dataset"])
+            target = resolve_output(settings.data_dir, kw["dataset"], kw["dataset"], confine=False)
             _check_weights_target(target, kw["tier"])
+            settings, target_rel = run_output(settings, target, embedded=embedded)
         try:
             spec = RunSpec(
                 tier=kw["tier"],
@@ -98,21 +111,22 @@ def register(cli: click.Group) -> None:
                     notes=(kw["note"],),
                     note_duration=kw["note_duration"],
                     render_duration=kw["render_duration"],
+                    sample_rate=kw["sample_rate"],
                 ),
                 weights=WeightsSettings(
                     delta=kw["delta"],
                     fixed=fixed,
-                    target=str(target.relative_to(root)) if target else None,
+                    target=target_rel,
                 ),
             )
         except ValidationError as e:
             raise spec_error(e, "invalid option") from None
         _check_fixed(spec)
         default = f"weights_t{spec.tier}_{spec.n}.json"
-        out = resolve_output(settings.data_dir, kw["json_out"], default, suffixes=(".json",))
+        out = resolve_output(settings.data_dir, kw["json_out"], default, (".json",), confine=False)
+        settings, rel = run_output(settings, out, embedded=embedded)
         check_output(out, force=kw["force"])
         what = f"weights of tier {spec.tier} from {spec.n} base presets"
-        rel = str(out.relative_to(root))
         start_run(settings, spec, output=rel, kw=kw, started=started, what=what, prefix="w")
 
 
