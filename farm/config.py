@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -83,6 +83,9 @@ class RenderSettings(_Frozen):
     """Output sample rate in Hz."""
     timeout_s: float = Field(60.0, gt=0.0)
     """Hard wall-clock limit for one note; past it the render child is killed (TIMEOUT)."""
+    mono: bool = False
+    """Store the mid channel (L+R)/2 instead of both (half the audio bytes). Validation,
+    loudness, deduplication and features then see the mono row, as a reader does."""
 
     @field_validator("notes")
     @classmethod
@@ -115,6 +118,11 @@ class RenderSettings(_Frozen):
     def samples(self) -> int:
         """Samples per channel of one row."""
         return round(self.render_duration * self.sample_rate)
+
+    @property
+    def channels(self) -> int:
+        """Channels of a stored row (1 with ``mono``)."""
+        return 1 if self.mono else 2
 
     @property
     def notes_per_preset(self) -> int:
@@ -253,6 +261,38 @@ class SplitSettings(_Frozen):
         return self
 
 
+class FeatureSettings(_Frozen):
+    """Features the workers compute from each row's stored audio (``features/<kind>``).
+
+    The defaults are the common front end of sound-matching models: 128 mel bands (as
+    synth-permutations stores), a 2048-sample window (46 ms at 44.1 kHz: 21.5 Hz bins, so
+    the lowest notes' harmonics stay apart) and a 512-sample hop (11.6 ms; 173 frames for a
+    2 s row). The computation is librosa's defaults, written out in
+    :mod:`farm.render.features`.
+    """
+
+    kind: Literal["logmel"] = "logmel"
+    """Log-mel power spectrogram in dB, one per stored channel."""
+    n_mels: int = Field(128, ge=8, le=512)
+    """Mel bands."""
+    n_fft: int = Field(2048, ge=64, le=16384)
+    """Window (and FFT) length in samples."""
+    hop: int = Field(512, ge=16, le=16384)
+    """Samples between frames."""
+
+    def frames(self, samples: int) -> int:
+        """Frames of a row of ``samples`` samples (centred frames: ``1 + samples // hop``)."""
+        return 1 + samples // self.hop
+
+    @model_validator(mode="after")
+    def _hop_fits(self) -> FeatureSettings:
+        if self.hop > self.n_fft:
+            raise ValueError("hop must not exceed n_fft (samples between windows would be lost)")
+        if self.n_mels > self.n_fft // 2 + 1:
+            raise ValueError("n_mels must not exceed the FFT's n_fft/2 + 1 bins")
+        return self
+
+
 class WeightsSettings(_Frozen):
     """A parameter-importance run (``farm compute-weights``): each job is one base preset,
     rendered twice (the noise floor) and once per parameter moved by ``delta``."""
@@ -289,6 +329,8 @@ class RunSpec(_Frozen):
     """Train / validation / test fractions, by preset (``metadata/split``)."""
     weights: WeightsSettings | None = None
     """Set for a parameter-importance run (its output is JSON, not rows)."""
+    features: FeatureSettings | None = None
+    """Features computed per row in the workers (None: audio only)."""
 
     @field_validator("tier")
     @classmethod
@@ -304,17 +346,21 @@ class RunSpec(_Frozen):
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) of the whole spec, scheduling included (the ledger's
         copy; datasets store :meth:`data_json`)."""
-        # A dataset run leaves ``weights`` out, so its JSON (and fingerprint) is what it
-        # was before importance runs existed.
-        exclude = {"weights"} if self.weights is None else None
-        data = self.model_dump(mode="json", exclude=exclude)
+        data = self.model_dump(mode="json", exclude=self._unset())
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def _unset(self) -> dict[str, Any]:
+        """Optional sections left out of the JSON when unset (and ``render.mono`` when
+        off), so a spec of an older kind has the JSON and fingerprint it always had."""
+        out: dict[str, Any] = {k: True for k in ("weights", "features") if getattr(self, k) is None}
+        if not self.render.mono:
+            out["render"] = {"mono": True}
+        return out
 
     def data_json(self) -> str:
         """The spec without its scheduling fields (the batch size): what the rows depend
         on, as stored in every dataset's ``run_spec``."""
-        exclude: set[str] = {"batch_size"} | ({"weights"} if self.weights is None else set())
-        data = self.model_dump(mode="json", exclude=exclude)
+        data = self.model_dump(mode="json", exclude={"batch_size": True, **self._unset()})
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod

@@ -31,6 +31,7 @@ ARRAYS: dict[str, str] = {
     "wavetable": schema.WAVETABLE,
     "active_continuous": schema.ACTIVE_CONTINUOUS,
     "active_categorical": schema.ACTIVE_CATEGORICAL,
+    "logmel": schema.features("logmel"),
 }
 DEFAULT_FIELDS = ("audio", "continuous", "categorical")
 
@@ -58,7 +59,9 @@ class FarmDataset:
 
     Args:
         path: the ``.h5`` file.
-        fields: what each item holds: ``audio`` (2, T), ``continuous`` (C,) in [0, 1],
+        fields: what each item holds: ``audio`` (channels, T), ``logmel`` (channels,
+            n_mels, frames: a file made with ``--features logmel``; its ``feature_stats``
+            normalize it), ``continuous`` (C,) in [0, 1],
             ``categorical`` (K,) option indices, ``modulation`` (tier 3), ``wavetable``
             (3,), ``active_continuous`` (C,) / ``active_categorical`` (K,) bool masks of
             the parameters that can change the row's sound (schema 2.7.0), or a metadata
@@ -77,6 +80,8 @@ class FarmDataset:
         continuous_names: the label's continuous columns, in order.
         categorical_names: the label's categorical columns, in order.
         options: categorical name -> its option labels (index = stored value).
+        feature_stats: features kind -> (mean, std) per band over the train split, for
+            ``(x - mean[:, None]) / std[:, None]``.
 
     Raises:
         DatasetError: a missing or invalid file, an unknown field, a bad split.
@@ -114,6 +119,14 @@ class FarmDataset:
             self.categorical_names = list(reader.categorical_names)
             self.options = dict(reader.options)
             self._raw = (reader.raw_min, reader.raw_max, reader.integer)
+            self.feature_stats = {
+                kind: (
+                    np.asarray(f[schema.features(kind)].attrs["mean"]),
+                    np.asarray(f[schema.features(kind)].attrs["std"]),
+                )
+                for kind in schema.features_in(f)
+                if "mean" in f[schema.features(kind)].attrs
+            }
         self.fields = tuple(fields)
         rows = np.arange(len(hashes))
         own = validation_fraction is not None or seed is not None or stored is None

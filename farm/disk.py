@@ -17,9 +17,13 @@ from farm.errors import DiskFullError, DiskSpaceError
 
 
 def row_bytes(spec: RunSpec) -> int:
-    """Bytes of one stored row, uncompressed (audio, labels, metadata)."""
+    """Bytes of one stored row, uncompressed (audio, labels, metadata, features)."""
     sample = 2 if spec.compression.audio_dtype == "float16" else 4
-    row = 2 * spec.render.samples * sample + 4 * 448 + 64 * 4
+    r = spec.render
+    row = r.channels * r.samples * sample + 4 * 448 + 64 * 4
+    if spec.features is not None:
+        fs = spec.features
+        row += 4 * r.channels * fs.n_mels * fs.frames(r.samples) + 8 * 2 * fs.n_mels
     if spec.tier == 3:
         row += 4 * 32 * 428 * 4 // 50  # the modulation matrix, mostly zeros, gzip-1
     return row

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
-
 from farm.errors import UsageError
 
 #: Which run-spec fields each spec option sets (for ``--like``: a given option changes
@@ -22,6 +20,11 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "note_duration": ("render.note_duration",),
     "render_duration": ("render.render_duration",),
     "sample_rate": ("render.sample_rate",),
+    "mono": ("render.mono",),
+    "features": ("features",),
+    "n_mels": ("features",),
+    "n_fft": ("features",),
+    "hop": ("features",),
     "sampler": ("sampling.sampler",),
     "no_rules": ("sampling.constraints",),
     "key_tracking": ("sampling.constraints",),
@@ -49,16 +52,13 @@ def liked_spec(file: str) -> Any:
 
 def like_with(like: Any, spec: Any, kw: dict[str, Any]) -> Any:
     """``like`` with the fields of every option given on the command line from ``spec``."""
-    from click.core import ParameterSource
-
+    from farm.cli.options import given_here
     from farm.config import RunSpec
 
-    ctx = click.get_current_context()
     data = like.model_dump()
     new = spec.model_dump()
     for option, fields in _FIELDS.items():
-        source = ctx.get_parameter_source(option)
-        if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+        if not given_here(option):
             continue
         for field in fields:
             *path, last = field.split(".")

@@ -149,6 +149,37 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         render_duration_option,
         sample_rate_option,
         click.option(
+            "--mono",
+            is_flag=True,
+            help="Store the mid channel (L+R)/2 instead of both (half the audio bytes).",
+        ),
+        click.option(
+            "--features",
+            type=click.Choice(["none", "logmel"]),
+            default="none",
+            show_default=True,
+            help="Features the workers compute per row: logmel stores features/logmel "
+            "(log-mel power in dB per stored channel, librosa's defaults) with per-band "
+            "mean/std over the train split.",
+        ),
+        click.option(
+            "--n-mels", type=int, default=128, show_default=True, help="Mel bands of logmel."
+        ),
+        click.option(
+            "--n-fft",
+            type=int,
+            default=2048,
+            show_default=True,
+            help="Window of logmel in samples (2048: 46 ms at 44.1 kHz).",
+        ),
+        click.option(
+            "--hop",
+            type=int,
+            default=512,
+            show_default=True,
+            help="Samples between logmel frames (512: 11.6 ms).",
+        ),
+        click.option(
             "--codec",
             type=click.Choice(["none", "gzip", "lzf", "blosc2-zstd", "bitshuffle-lz4"]),
             default="none",
@@ -280,7 +311,9 @@ def build_spec(kw: dict[str, Any]) -> Any:
                 note_duration=_span(kw["note_duration"], float, "--note-duration"),
                 render_duration=kw["render_duration"],
                 sample_rate=kw["sample_rate"],
+                mono=kw["mono"],
             ),
+            features=_features(kw),
             sampling=SamplingSettings(
                 sampler=kw["sampler"],
                 constraints=_constraints(kw),
@@ -296,6 +329,28 @@ def build_spec(kw: dict[str, Any]) -> Any:
         return spec if like is None else like_with(like, spec, kw)
     except ValidationError as e:
         raise spec_error(e) from None
+
+
+def _features(kw: dict[str, Any]) -> Any:
+    from farm.config import FeatureSettings
+
+    given = [o for o in ("n_mels", "n_fft", "hop") if given_here(o)]
+    if kw["features"] == "none":
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UsageError(f"{flag} sets the logmel features: add --features logmel")
+        return None
+    return FeatureSettings(
+        kind=kw["features"], n_mels=kw["n_mels"], n_fft=kw["n_fft"], hop=kw["hop"]
+    )
+
+
+def given_here(option: str) -> bool:
+    """True when ``option`` was given on the command line (or its environment)."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(option)
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
 def _splits(value: str) -> Any:

@@ -10,6 +10,7 @@ import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from farm.jobs.plan import block_key
 from farm.params.label import Label, Modulation
 from farm.params.sampler import rng_for
 from farm.render.engine import Outcome, RenderEngine
+from farm.render.features import logmel, stored_channels
 from farm.render.performance import performances
 from farm.render.validate import Reason, validate
 from farm.storage.compression import audio_dtype
@@ -74,7 +76,7 @@ def render_job(
             vita for real (the label is given an unknown modulation destination).
     """
     result = JobResult(job)
-    shape = (2, spec.render.samples)
+    shape = (spec.render.channels, spec.render.samples)
     per_preset = spec.render.notes_per_preset
     first = job * spec.batch_size
     stored = audio_dtype(spec.compression)
@@ -94,7 +96,9 @@ def render_job(
             if r.audio is None:
                 result.reject(i, _OUTCOME_REASON[r.outcome])
                 continue
-            v = validate(r.audio, spec.validation, shape, spec.render.sample_rate)
+            # What is checked, hashed and described is what the file will hold.
+            audio = stored_channels(r.audio, spec.render)
+            v = validate(audio, spec.validation, shape, spec.render.sample_rate)
             if v.reason is not None:
                 result.reject(i, v.reason)
                 continue
@@ -104,17 +108,27 @@ def render_job(
                     index,
                     r.note,
                     label,
-                    r.audio,
+                    audio,
                     v.rms,
                     v.peak,
                     loudness=v.loudness,
                     dc=v.dc,
-                    audio_hash=audio_digest(r.audio, stored),
+                    audio_hash=audio_digest(audio, stored),
                     velocity=r.velocity,
                     note_duration=r.note_duration,
+                    features=_features(audio, spec, stored),
                 )
             )
     return result
+
+
+def _features(audio: np.ndarray, spec: RunSpec, stored: np.dtype[Any]) -> np.ndarray | None:
+    """The row's features, from its audio as stored (float16 rounding included), so a
+    reader recomputing them from the file gets the same values."""
+    if spec.features is None:
+        return None
+    as_read = np.asarray(audio).astype(stored).astype(np.float32)
+    return logmel(as_read, spec.features, spec.render.sample_rate)
 
 
 def injected_crashes(spec: RunSpec, job: int, fraction: float) -> Callable[[int], bool] | None:

@@ -64,7 +64,8 @@ def dataset_card(dataset: str | os.PathLike[str]) -> str:
         "",
         f"A synthesizer sound-matching dataset made by farm from the Vital synthesizer "
         f"(vita {info['versions'].get('vita', '?')}): {info['rows']} rows from "
-        f"{info['presets']} presets, each a rendered note (stereo "
+        f"{info['presets']} presets, each a rendered note "
+        f"({'mono: the mid channel' if render.get('mono') else 'stereo'} "
         f"{info['audio_dtype']}, {info['sample_rate']} Hz, "
         f"{render.get('render_duration', '?')} s) and the exact parameters that produced it, "
         "rendered from a clean synth state so the label reproduces the audio.",
@@ -79,6 +80,13 @@ def dataset_card(dataset: str | os.PathLike[str]) -> str:
         f"{_value(render.get('note_duration'))} s (per row in `metadata/velocity` and "
         "`metadata/note_duration`)",
     ]
+    feats = spec.get("features")
+    if feats:
+        lines.append(
+            f"- features: `features/{feats['kind']}` (channel, {feats['n_mels']} mel bands, "
+            f"frames; dB, n_fft {feats['n_fft']}, hop {feats['hop']}: librosa's defaults), "
+            "with per-band `mean`/`std` over the train split as its attributes"
+        )
     if active["continuous"] is not None:
         lines.append(
             f"- active-parameter mask (`params/active_*`): on average "
@@ -126,6 +134,14 @@ def dataset_card(dataset: str | os.PathLike[str]) -> str:
         "```python",
         "from farm.dataset import FarmDataset",
         f'train = FarmDataset("{name}.h5", split="train")  # dicts of arrays, or torch tensors',
+        *(
+            [
+                f'mel = FarmDataset("{name}.h5", ["{feats["kind"]}", "continuous"], split="train")',
+                f'mean, std = mel.feature_stats["{feats["kind"]}"]  # per band',
+            ]
+            if feats
+            else []
+        ),
         "",
         "import h5py  # or plain h5py",
         f'with h5py.File("{name}.h5") as f:',
@@ -221,6 +237,14 @@ def _command(spec: dict[str, Any], name: str) -> str:
         args.append(f"--codec {c['codec']} --level {c.get('level', 1)}")
     if c.get("audio_dtype") == "float16":
         args.append("--float16")
+    if r.get("mono"):
+        args.append("--mono")
+    feats = spec.get("features")
+    if feats:
+        args.append(
+            f"--features {feats['kind']} --n-mels {feats['n_mels']} --n-fft {feats['n_fft']} "
+            f"--hop {feats['hop']}"
+        )
     if spec.get("sources", {}).get("presets"):
         args.append("--community-dir SAME_FOLDERS")
     return f"farm submit {' '.join(args)} -o {name}.h5"

@@ -98,7 +98,9 @@ def verify_rows(
     n = int(f[schema.AUDIO].shape[0])
     hi = n if hi is None else min(hi, n)
     # What the file's schema version has (the schema check reports anything missing).
-    names = [n for n in schema.row_datasets(schema.MODULATION in f)[:-1] if n in f]
+    names = [
+        n for n in schema.row_datasets(schema.MODULATION in f, schema.features_in(f))[:-1] if n in f
+    ]
     big = {name for name in names if f[name].chunks and f[name].chunks[0] == 1}
     readers = {name: row_bytes_reader(f[name]) for name in big}
     out = Verified(rows=max(hi - lo, 0))

@@ -1,10 +1,11 @@
-"""The dataset layout (schema 2.7.0: the 2.1.0 layout of the single-machine generator plus
+"""The dataset layout (schema 2.8.0: the 2.1.0 layout of the single-machine generator plus
 row keys, the preset library, row checksums, loudness and DC, stored splits, per-row
-velocity and note length, the active-parameter mask; nothing of 2.1.0 changed) and its
-check.
+velocity and note length, the active-parameter mask, features and mono audio; nothing of
+2.1.0 changed) and its check.
 
 ```
-audio/waveforms       (N, 2, T)        float32 (float16 optional), one row per chunk
+audio/waveforms       (N, C, T)        float32 (float16 optional), one row per chunk; C = 2,
+                                       or 1 (the mid channel) with render.mono (2.8.0)
 params/continuous     (N, C)           float32 [0,1], linear: (raw-min)/(max-min)
 params/categorical    (N, K)           int32   option index
 params/modulation_t3  (N, 4, 32, 428)  float32 tier 3 only
@@ -34,6 +35,12 @@ metadata/velocity     (N,)             float32 note-on velocity played, 0..1    
 metadata/note_duration (N,)            float32 seconds the key was held               (2.7.0)
 params/active_continuous  (N, C)       bool    False: the parameter cannot change this
 params/active_categorical (N, K)       bool      row's sound (farm.params.active)     (2.7.0)
+features/logmel       (N, C, M, F)     float32 optional (--features logmel; 2.8.0): log-mel
+                                       power in dB per stored channel (farm.render.features);
+                                       attrs n_mels, n_fft, hop, sample_rate, and mean, std
+                                       (M,): per band over the train split's rows
+features/logmel_moments (N, 2, M)      float64 per row and band: sum and sum of squares over
+                                       channels and frames (mean/std of any subset of rows)
 metadata/checksum     (N,)             S32     blake2b-128 of the row's bytes in every other
                                                per-row dataset, made where it was rendered
                                                (2.4.0; `farm verify` re-checks it)
@@ -54,7 +61,7 @@ import numpy as np
 
 from farm.errors import DatasetError
 
-SCHEMA_VERSION = "2.7.0"
+SCHEMA_VERSION = "2.8.0"
 
 AUDIO = "audio/waveforms"
 CONTINUOUS = "params/continuous"
@@ -94,6 +101,25 @@ METADATA_SINCE: dict[str, tuple[int, ...]] = {
     "note_duration": (2, 7, 0),
 }
 
+#: A features kind's datasets: the features and their per-row band moments.
+FEATURE_KINDS = ("logmel",)
+
+
+def features(kind: str) -> str:
+    """The dataset path of features ``kind`` (``features/<kind>``)."""
+    return f"features/{kind}"
+
+
+def moments(kind: str) -> str:
+    """The dataset path of the per-row band moments of features ``kind``."""
+    return f"features/{kind}_moments"
+
+
+def features_in(f: Any) -> tuple[str, ...]:
+    """The feature kinds an open file holds."""
+    return tuple(k for k in FEATURE_KINDS if features(k) in f)
+
+
 IMPORTANCE_CONTINUOUS = "params/importance_continuous"
 IMPORTANCE_CATEGORICAL = "params/importance_categorical"
 
@@ -108,14 +134,15 @@ CHECKSUM = "metadata/checksum"
 CHECKSUM_SINCE = (2, 4, 0)
 
 
-def row_datasets(modulation: bool) -> list[str]:
+def row_datasets(modulation: bool, kinds: tuple[str, ...] = ()) -> list[str]:
     """Every per-row dataset in the fixed order rows are checksummed in (audio first,
-    the checksum itself last)."""
+    the checksum itself last), with the features of ``kinds``."""
     names = [AUDIO, CONTINUOUS, CATEGORICAL, WAVETABLE]
     if modulation:
         names.append(MODULATION)
     metadata = [f"metadata/{m}" for m in METADATA]
-    return [*names, *metadata, ACTIVE_CONTINUOUS, ACTIVE_CATEGORICAL, CHECKSUM]
+    feats = [name for k in kinds for name in (features(k), moments(k))]
+    return [*names, *metadata, ACTIVE_CONTINUOUS, ACTIVE_CATEGORICAL, *feats, CHECKSUM]
 
 
 def metadata_of(f: Any) -> list[str]:
@@ -157,6 +184,7 @@ def check_file(f: Any) -> list[str]:
     per_row = [CONTINUOUS, CATEGORICAL, WAVETABLE, *(f"metadata/{m}" for m in metadata_of(f))]
     if version_of(f) >= ACTIVE_SINCE:
         per_row += [ACTIVE_CONTINUOUS, ACTIVE_CATEGORICAL]
+    per_row += [name for k in features_in(f) for name in (features(k), moments(k))]
     if version_of(f) >= CHECKSUM_SINCE:
         per_row.append(CHECKSUM)
     for name in (AUDIO, *per_row):
@@ -170,8 +198,12 @@ def check_file(f: Any) -> list[str]:
         if f[name].shape[0] != n:
             problems.append(f"{name} has {f[name].shape[0]} rows, audio has {n}")
     t = round(float(f.attrs["render_duration"]) * int(f.attrs["sample_rate"]))
-    if f[AUDIO].shape[1:] != (2, t):
-        problems.append(f"audio rows are {f[AUDIO].shape[1:]}, expected (2, {t})")
+    spec = _spec_of(f)
+    c = 1 if spec.get("render", {}).get("mono") else 2
+    if f[AUDIO].shape[1:] != (c, t):
+        problems.append(f"audio rows are {f[AUDIO].shape[1:]}, expected ({c}, {t})")
+    if spec.get("features"):
+        problems += _check_features(f, spec["features"], c, t)
     cont, cat = f[CONTINUOUS], f[CATEGORICAL]
     for ds, attrs in ((cont, ("names", "raw_min", "raw_max")), (cat, ("names", "options"))):
         for a in attrs:
@@ -209,6 +241,31 @@ def check_file(f: Any) -> list[str]:
             for a in ("sources", "destinations", "channels"):
                 if a not in f[MODULATION].attrs:
                     problems.append(f"missing attribute {MODULATION}.{a}")
+    return problems
+
+
+def _spec_of(f: Any) -> dict[str, Any]:
+    try:
+        spec = json.loads(f.attrs["run_spec"])
+    except (KeyError, ValueError, TypeError):
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def _check_features(f: Any, settings: dict[str, Any], channels: int, t: int) -> list[str]:
+    """The features a file's spec asks for: present, one per row, of the spec's shape."""
+    kind = settings.get("kind", "")
+    name, mom = features(kind), moments(kind)
+    if name not in f or mom not in f:
+        return [f"the spec asks for {kind} features but {name} is missing"]
+    n = f[AUDIO].shape[0]
+    m = int(settings["n_mels"])
+    frames = 1 + t // int(settings["hop"])
+    problems = []
+    if f[name].shape != (n, channels, m, frames):
+        problems.append(f"{name} is {f[name].shape}, expected {(n, channels, m, frames)}")
+    if f[mom].shape != (n, 2, m):
+        problems.append(f"{mom} is {f[mom].shape}, expected {(n, 2, m)}")
     return problems
 
 

@@ -32,6 +32,7 @@ from farm.params.tiers import TierParams
 from farm.paths import temp_name
 from farm.storage import schema
 from farm.storage.compression import audio_dtype, dataset_options
+from farm.storage.features import band_moments, create_features, write_feature_stats
 from farm.storage.integrity import checksums
 from farm.storage.splits import side_of
 from farm.storage.tables import write_library_tables
@@ -51,7 +52,7 @@ class Row:
         preset: the preset's index in its block.
         note: MIDI note.
         label: the preset's label.
-        audio: float32 (2, T).
+        audio: float32 (channels, T), as stored.
         rms: RMS over both channels.
         peak: absolute peak.
         loudness: BS.1770 integrated loudness (LUFS).
@@ -59,6 +60,7 @@ class Row:
         audio_hash: the audio as stored, hashed (duplicate rows have equal hashes).
         velocity: the note-on velocity played.
         note_duration: seconds the key was held.
+        features: the spec's features (channels, bands, frames), or None.
     """
 
     job: int
@@ -73,6 +75,7 @@ class Row:
     audio_hash: str = ""
     velocity: float = 0.8
     note_duration: float = 1.5
+    features: np.ndarray | None = None
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -196,11 +199,12 @@ class ShardWriter:
                 "compression": spec.compression.model_dump_json(),
             }
         )
+        ch = r.channels
         f.create_dataset(
             schema.AUDIO,
-            shape=(0, 2, t),
-            maxshape=(None, 2, t),
-            chunks=(1, 2, t),
+            shape=(0, ch, t),
+            maxshape=(None, ch, t),
+            chunks=(1, ch, t),
             dtype=audio_dtype(spec.compression),
             **dataset_options(spec.compression),
         )
@@ -252,6 +256,8 @@ class ShardWriter:
             f.create_dataset(
                 schema.meta(name), (0,), maxshape=(None,), chunks=(_META_CHUNK,), dtype=dtype
             )
+        if spec.features is not None:
+            create_features(f, spec)
         f.create_dataset(
             schema.CHECKSUM, (0,), maxshape=(None,), chunks=(_META_CHUNK,), dtype="S32"
         )
@@ -263,7 +269,7 @@ class ShardWriter:
         f = self._f
         n0, n1 = self.rows, self.rows + len(rows)
         columns = self._columns(rows)
-        names = schema.row_datasets(self.tp.modulation)
+        names = self._row_names()
         # Each column in its stored dtype, so the checksum covers the bytes on disk.
         arrays = [np.asarray(columns[name], dtype=f[name].dtype) for name in names[:-1]]
         arrays.append(checksums(arrays))
@@ -294,6 +300,14 @@ class ShardWriter:
                 masks[id(r.label)] = active_mask(r.label, self.tp)
         columns[schema.ACTIVE_CONTINUOUS] = np.stack([masks[id(r.label)][0] for r in rows])
         columns[schema.ACTIVE_CATEGORICAL] = np.stack([masks[id(r.label)][1] for r in rows])
+        if self.spec.features is not None:
+            kind = self.spec.features.kind
+            feats = [r.features for r in rows]
+            if any(x is None for x in feats):
+                raise ValueError(f"the spec asks for {kind} features and a row has none")
+            stacked = np.stack(feats)  # type: ignore[arg-type]
+            columns[schema.features(kind)] = stacked
+            columns[schema.moments(kind)] = np.stack([band_moments(x) for x in stacked])
         meta: dict[str, list[Any]] = {
             "midi_note": [r.note for r in rows],
             "source": [r.label.source.encode()[:10] for r in rows],
@@ -317,9 +331,13 @@ class ShardWriter:
             columns[schema.meta(name)] = np.array(values, dtype=schema.METADATA[name])
         return columns
 
+    def _row_names(self) -> list[str]:
+        kinds = (self.spec.features.kind,) if self.spec.features is not None else ()
+        return schema.row_datasets(self.tp.modulation, kinds)
+
     def datasets(self) -> list[Any]:
         """Every per-row dataset (first axis = row), audio first, the checksum last."""
-        return [self._f[n] for n in schema.row_datasets(self.tp.modulation)]
+        return [self._f[n] for n in self._row_names()]
 
     def flush(self) -> None:
         """Make every appended row durable on disk."""
@@ -336,6 +354,8 @@ class ShardWriter:
             self.set_rejections(rejections, renders)
         if self.path != self.final_path:
             write_library_tables(self._f, self.library)
+            if self.spec.features is not None:
+                write_feature_stats(self._f, self.spec.features.kind)
         self._f.close()
         if self.path != self.final_path:
             os.replace(self.path, self.final_path)

@@ -22,6 +22,7 @@ from farm.params.modulation import from_matrix
 from farm.params.registry import get_registry, modulation_names
 from farm.params.tiers import TierParams, tier_params
 from farm.paths import write_atomic
+from farm.render.features import stored_channels
 from farm.render.performance import Played, performances
 from farm.storage import schema
 from farm.storage.reader import FarmReader
@@ -97,7 +98,8 @@ def read_row(f: Any, index: int) -> StoredRow:
 
 
 def rerender(path: Path, index: int) -> tuple[np.ndarray, int]:
-    """Render row ``index`` of dataset ``path`` again; (audio (2, T) float32, sample rate).
+    """Render row ``index`` of dataset ``path`` again; (audio (channels, T) float32 as the
+    file stores it, sample rate).
 
     Raises:
         DatasetError: unreadable file, bad index, or the render failed (crash, ...).
@@ -113,7 +115,7 @@ def rerender(path: Path, index: int) -> tuple[np.ndarray, int]:
         engine.close()
     if r.audio is None:
         raise DatasetError(f"row {index} did not render again: {r.outcome.name} {r.detail}")
-    return r.audio, row.spec.render.sample_rate
+    return stored_channels(r.audio, row.spec.render), row.spec.render.sample_rate
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
