@@ -278,30 +278,37 @@ def card(file: str, output: str | None, force: bool) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["wav"]),
+    type=click.Choice(["wav", "hf", "webdataset"]),
     default="wav",
     show_default=True,
     help="wav: one 32-bit float WAV per row and labels.jsonl (parameters by name, raw and "
-    "normalized, metadata).",
+    "normalized, metadata); hf: a Hugging Face datasets DatasetDict of the stored splits "
+    "(datasets.load_from_disk); webdataset: SPLIT-NNNNNN.tar shards (KEY.audio.npy, "
+    "KEY.json). hf and webdataset need pip install 'farm[export]'.",
 )
 @click.option("-o", "--output", required=True, help="The folder to make.")
 @click.option("--force", is_flag=True, help="Replace an existing folder.")
 def export(file: str, fmt: str, output: str, force: bool) -> None:
-    """Export a dataset as plain files for tools that do not read HDF5 (streamed; nothing
-    is left under the name if it is interrupted)."""
+    """Export a dataset for tools that do not read farm's HDF5 (streamed; nothing is left
+    under the name if it is interrupted)."""
     from farm.tools.export import export_wav
+    from farm.tools.hf import export_hf
+    from farm.tools.wds import export_webdataset
 
+    exporters = {"wav": export_wav, "hf": export_hf, "webdataset": export_webdataset}
+    out = Path(output).resolve()
     bar = Progress()
     try:
-        rows = export_wav(
-            file,
-            Path(output).resolve(),
-            force=force,
-            on_progress=lambda done, n: bar(f"exported {done}/{n} rows"),
+        done = exporters[fmt](
+            file, out, force=force, on_progress=lambda k, n: bar(f"exported {k}/{n} rows")
         )
     finally:
         bar.end()
-    click.echo(f"wrote {Path(output).resolve()}: {rows} WAV files and labels.jsonl")
+    if isinstance(done, dict):
+        what = ", ".join(f"{side} {rows}" for side, rows in done.items()) + " rows"
+    else:
+        what = f"{done} WAV files and labels.jsonl"
+    click.echo(f"wrote {out} ({fmt}): {what}")
 
 
 @cli.command()

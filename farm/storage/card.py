@@ -143,6 +143,11 @@ def dataset_card(dataset: str | os.PathLike[str]) -> str:
             else []
         ),
         "",
+        "import datasets  # or Hugging Face datasets, on the file itself",
+        "from farm.tools.hf import hdf5_features",
+        f'hf = datasets.load_dataset("hdf5", data_files="{name}.h5", '
+        f'features=hdf5_features("{name}.h5"))',
+        "",
         "import h5py  # or plain h5py",
         f'with h5py.File("{name}.h5") as f:',
         '    audio, labels = f["audio/waveforms"][:8], f["params/continuous"][:8]',

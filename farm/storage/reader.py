@@ -138,6 +138,7 @@ class FarmReader:
         if schema.MODULATION in f:
             names.append(schema.MODULATION)
         names += [n for n in (schema.ACTIVE_CONTINUOUS, schema.ACTIVE_CATEGORICAL) if n in f]
+        names += [schema.features(k) for k in schema.features_in(f)]  # e.g. "logmel"
         out = {}
         for name in names:
             data = f[name][uniq] if uniq.size else np.zeros((0, *f[name].shape[1:]), f[name].dtype)

@@ -1,7 +1,10 @@
-"""A dataset as plain files for any tool: one WAV per row and a JSONL file of labels.
+"""A dataset as files other tools read: one WAV per row and a JSONL file of labels here;
+a Hugging Face ``datasets`` folder (:mod:`farm.tools.hf`) and WebDataset tar shards
+(:mod:`farm.tools.wds`) beside.
 
-Streamed in blocks of rows (memory flat in the file's size) into a temporary folder that
-is renamed at the end, so an interrupted export leaves nothing under the name asked for.
+Every export streams blocks of rows (memory flat in the file's size) into a temporary
+folder that is renamed at the end (:func:`staged`), so an interrupted export leaves
+nothing under the name asked for.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,45 @@ from farm.tools.rerender import write_wav
 
 #: Rows read at once.
 BLOCK = 64
+
+
+@contextmanager
+def staged(out: Path, *, force: bool) -> Iterator[Path]:
+    """A temporary folder beside ``out`` that becomes ``out`` when the block ends without
+    an error (and is removed when it does not).
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``force`` is False.
+        OutputPathError: ``out``'s parent folder does not exist.
+    """
+    if out.exists() and not force:
+        raise OutputExistsError(f"output {out} exists (use --force to replace it)")
+    if not out.parent.is_dir():
+        raise OutputPathError(f"output folder {out.parent} does not exist")
+    tmp = temp_name(out)
+    try:
+        tmp.mkdir()
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def blocks(
+    r: FarmReader,
+    rows: np.ndarray | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The file's rows (or ``rows``, increasing), :data:`BLOCK` at a time: (their indices,
+    :meth:`FarmReader.get_batch` of them)."""
+    chosen = np.arange(len(r)) if rows is None else np.asarray(rows, dtype=np.int64)
+    for start in range(0, len(chosen), BLOCK):
+        idx = chosen[start : start + BLOCK]
+        yield idx, r.get_batch(idx)
+        if on_progress is not None:
+            on_progress(start + len(idx), len(chosen))
 
 
 def export_wav(
@@ -49,38 +92,23 @@ def export_wav(
         OutputPathError: ``out``'s parent folder does not exist.
         DatasetError: the dataset cannot be read.
     """
-    if out.exists() and not force:
-        raise OutputExistsError(f"output {out} exists (use --force to replace it)")
-    if not out.parent.is_dir():
-        raise OutputPathError(f"output folder {out.parent} does not exist")
-    tmp = temp_name(out)
-    try:
-        with FarmReader(dataset) as r:
-            n = len(r)
-            (tmp / "rows").mkdir(parents=True)
-            rate = int(r.file.attrs["sample_rate"])
-            with (tmp / "labels.jsonl").open("w") as labels:
-                for start in range(0, n, BLOCK):
-                    stop = min(start + BLOCK, n)
-                    batch = r.get_batch(np.arange(start, stop))
-                    for k in range(stop - start):
-                        i = start + k
-                        name = f"rows/{i:07d}.wav"
-                        write_wav(tmp / name, batch["audio"][k], rate)
-                        labels.write(json.dumps(_label(r, batch, k, i, name)) + "\n")
-                    if on_progress is not None:
-                        on_progress(stop, n)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return n
+    with FarmReader(dataset) as r, staged(out, force=force) as tmp:
+        (tmp / "rows").mkdir()
+        rate = int(r.file.attrs["sample_rate"])
+        with (tmp / "labels.jsonl").open("w") as labels:
+            for idx, batch in blocks(r, on_progress=on_progress):
+                for k, i in enumerate(idx.tolist()):
+                    name = f"rows/{i:07d}.wav"
+                    write_wav(tmp / name, batch["audio"][k], rate)
+                    labels.write(json.dumps(row_label(r, batch, k, i, name)) + "\n")
+        return len(r)
 
 
-def _label(
-    r: FarmReader, batch: dict[str, np.ndarray], k: int, i: int, file: str
+def row_label(
+    r: FarmReader, batch: dict[str, np.ndarray], k: int, i: int, file: str | None = None
 ) -> dict[str, object]:
+    """Row ``i`` (item ``k`` of ``batch``) as JSON-ready labels: key, metadata, every
+    parameter by name (normalized, raw, option label and index)."""
     meta: dict[str, object] = {
         m: _plain(batch[m][k])
         for m in ("midi_note", "velocity", "note_duration", "split", "preset_hash", "preset_name")
@@ -94,7 +122,7 @@ def _label(
     ]
     return {
         "index": i,
-        "file": file,
+        **({"file": file} if file else {}),
         **meta,
         "continuous": dict(
             zip(r.continuous_names, batch["continuous"][k].astype(float).tolist(), strict=True)
