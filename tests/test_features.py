@@ -10,6 +10,7 @@ import h5py
 import librosa
 import numpy as np
 import pytest
+from scipy.io import wavfile
 
 from farm.config import FeatureSettings
 from farm.dataset import FarmDataset
@@ -108,6 +109,12 @@ def test_features_and_mono_in_the_farm(tmp_path: Path) -> None:
         for i, j in both:
             lr = s[schema.AUDIO][j]
             np.testing.assert_array_equal(audio[i, 0], (lr[0] + lr[1]) * np.float32(0.5))
+    # A mono row renders again from the file alone, as stored (the mid channel).
+    r = farm(tmp_path, "rerender", str(data / "farm.h5"), "-s", "1", "-o", str(tmp_path / "r.wav"))
+    assert r.returncode == 0, r.stderr
+    rate_again, again = wavfile.read(tmp_path / "r.wav")
+    assert rate_again == rate
+    np.testing.assert_array_equal(again.reshape(1, -1), audio[1])
     ds = FarmDataset(data / "farm.h5", ["logmel", "continuous"], as_torch=False)
     assert ds[0]["logmel"].shape == features.shape[1:]
     np.testing.assert_array_equal(ds.feature_stats["logmel"][0], stats["mean"])

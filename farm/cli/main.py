@@ -175,6 +175,7 @@ def inspect(
             click.echo(
                 f"  audio {info['audio_shape']} {info['audio_dtype']} at "
                 f"{info['sample_rate']} Hz, compression {info['compression']}"
+                + "".join(f"; features/{k} {shape}" for k, shape in info["features"].items())
             )
             render = info["run_spec"].get("render", {})
             drawn = render.get("notes")

@@ -78,6 +78,9 @@ class FarmReader:
             "audio_shape": list(audio.shape[1:]),
             "audio_dtype": str(audio.dtype),
             "compression": audio.compression or "none",
+            "features": {
+                k: list(self._f[schema.features(k)].shape[1:]) for k in schema.features_in(self._f)
+            },
             "notes": [int(n) for n in a["notes"]],
             "rows_per_note": {
                 int(n): int(c) for n, c in zip(*np.unique(notes, return_counts=True), strict=True)
