@@ -99,6 +99,26 @@ def test_vita_refusal_is_counted(tmp_path: Path, community_dir: Path) -> None:
     assert dict(prepared.scan.reasons) in ({"rejected_by_vita": 1}, {"crash": 1})
 
 
+def test_presets_read_in_parallel_and_once(tmp_path: Path, community_dir: Path) -> None:
+    """Read by two processes, the library is the one a single process makes; a second read
+    into the same data folder takes every preset from the cache (no vita load); a file
+    vita refuses keeps its reason from the cache; another data folder reads again."""
+    d = tmp_path / "p"
+    shutil.copytree(community_dir, d)
+    doc = json.loads((community_dir / GOOD[0]).read_text())
+    doc["settings"] = {"wavetables": "garbage"}
+    (d / "refused.vital").write_text(json.dumps(doc))
+    one = prepare_sources(tmp_path / "one", [d], workers=1)
+    two = prepare_sources(tmp_path / "two", [d], workers=2)
+    assert one.sources == two.sources and one.cached == two.cached == 0
+    assert one.scan.skipped == two.scan.skipped and len(one.scan.skipped) == 1
+    again = prepare_sources(tmp_path / "two", [d], workers=2)
+    files = len(two.scan.files)
+    assert again.cached == files and again.sources == two.sources
+    assert again.scan.skipped == two.scan.skipped
+    assert "known from an earlier read" in again.lines()[0]
+
+
 def test_no_usable_preset_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "x.vital").write_text("nope")

@@ -52,7 +52,6 @@ def liked_spec(file: str) -> Any:
 
 def like_with(like: Any, spec: Any, kw: dict[str, Any]) -> Any:
     """``like`` with the fields of every option given on the command line from ``spec``."""
-    from farm.cli.options import given_here
     from farm.config import RunSpec
 
     data = like.model_dump()
@@ -69,3 +68,12 @@ def like_with(like: Any, spec: Any, kw: dict[str, Any]) -> Any:
     if "n" not in kw or kw["n"] is None:
         data["n"] = like.n
     return RunSpec.model_validate(data)
+
+
+def given_here(option: str) -> bool:
+    """True when ``option`` was given on the command line (or its environment)."""
+    import click
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(option)
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)

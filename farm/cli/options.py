@@ -247,6 +247,7 @@ broker_option = click.option(
 def with_sources(spec: Any, kw: dict[str, Any], data_dir: str) -> Any:
     """The spec with the run's real presets and catalog read into its library (prints what
     was read and skipped)."""
+    from farm.cli.session import cpu_count
     from farm.presets.ingest import prepare_sources
 
     def show(line: str) -> None:
@@ -269,6 +270,7 @@ def with_sources(spec: Any, kw: dict[str, Any], data_dir: str) -> Any:
         kw["factory"],
         kw["wavetable_catalog"],
         on_progress=show,
+        workers=cpu_count(),
     )
     for line in prepared.lines():
         show(line)
@@ -332,6 +334,7 @@ def build_spec(kw: dict[str, Any]) -> Any:
 
 
 def _features(kw: dict[str, Any]) -> Any:
+    from farm.cli.like import given_here
     from farm.config import FeatureSettings
 
     given = [o for o in ("n_mels", "n_fft", "hop") if given_here(o)]
@@ -343,14 +346,6 @@ def _features(kw: dict[str, Any]) -> Any:
     return FeatureSettings(
         kind=kw["features"], n_mels=kw["n_mels"], n_fft=kw["n_fft"], hop=kw["hop"]
     )
-
-
-def given_here(option: str) -> bool:
-    """True when ``option`` was given on the command line (or its environment)."""
-    from click.core import ParameterSource
-
-    source = click.get_current_context().get_parameter_source(option)
-    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
 def _splits(value: str) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 from farm.params.label import Modulation
 from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, MAX_SLOTS, canonical
 from farm.params.registry import get_registry, modulation_names
+from farm.presets.cache import PresetCache
 from farm.presets.files import Scan, SourceFile
 from farm.render.forked import call_in_child
 
@@ -57,45 +58,119 @@ def convert(
     source: str,
     scan: Scan,
     *,
+    cache: PresetCache | None = None,
+    workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Converted:
     """Read each file with vita (one forked child per file) into a record.
 
     Args:
-        files: preset files (from :func:`farm.sources.scan`).
+        files: preset files (from :func:`farm.presets.files.scan`).
         source: ``community`` or ``factory`` (stored in each row).
         scan: where skipped files are recorded (``malformed_json``, ``not_a_preset``,
             ``newer_version``, ``rejected_by_vita``, ``crash``, ``duplicate``).
-        on_progress: called with (done, total) after each file.
+        cache: what earlier reads found, by file content: a file read before is not read
+            again.
+        workers: processes reading at once (each with its own Synth and a child per file).
+        on_progress: called with (done, total) now and then.
 
     Returns:
         Records in file order, each with a ``wavetables`` list of the three oscillators'
-        wavetable JSON (replaced by hashes when stored).
+        wavetable JSON (replaced by hashes when stored). The same whatever ``workers`` and
+        ``cache`` are.
     """
     import vita
 
-    synth = vita.Synth()
-    own_version = min(NEWEST_VITAL, _version(json.loads(synth.to_json()).get("synth_version")))
-    out = Converted()
-    seen: set[str] = set()
+    # Built here once: a child would build them again for every file and lose them (0.2 s).
+    get_registry()
+    modulation_names()
+    own_version = min(
+        NEWEST_VITAL, _version(json.loads(vita.Synth().to_json()).get("synth_version"))
+    )
+    found: list[dict[str, Any] | None] = [None] * len(files)
+    todo = []
     for i, f in enumerate(files):
         reason = _precheck(f, own_version)
+        hit = cache.get(f.data) if cache is not None and reason is None else None
+        found[i] = {"reason": reason} if reason is not None else hit
+        if found[i] is None:
+            todo.append(i)
+    done = len(files) - len(todo)
+    for i, read in zip(todo, _read_all([files[i] for i in todo], workers), strict=True):
+        found[i] = read
+        if cache is not None and read.get("reason") != "error":
+            cache.put(files[i].data, read)
+        done += 1
+        if on_progress is not None and (done % 25 == 0 or done == len(files)):
+            on_progress(done, len(files))
+    out = Converted()
+    seen: set[str] = set()
+    for f, got in zip(files, found, strict=True):
+        assert got is not None
+        reason = got.get("reason")
         if reason is None:
-            rec, reason = _in_child(synth, f, source)
-            if rec is not None:
-                key = json.dumps([rec["raw"], rec["modulations"], rec["state"]], sort_keys=True)
-                key += json.dumps(rec["wavetables"], sort_keys=True)
-                if key in seen:
-                    reason = "duplicate"
-                else:
-                    seen.add(key)
-                    out.dropped_modulations += rec["dropped_modulations"]
-                    out.records.append(rec)
+            rec = _record(got, f, source)
+            key = json.dumps([rec["raw"], rec["modulations"], rec["state"]], sort_keys=True)
+            key += json.dumps(rec["wavetables"], sort_keys=True)
+            if key in seen:
+                reason = "duplicate"
+            else:
+                seen.add(key)
+                out.dropped_modulations += rec["dropped_modulations"]
+                out.records.append(rec)
         if reason is not None:
             scan.skip(f.origin, reason)
-        if on_progress is not None:
-            on_progress(i + 1, len(files))
+    if on_progress is not None and files and not todo:
+        on_progress(len(files), len(files))
     return out
+
+
+def _record(read: dict[str, Any], f: SourceFile, source: str) -> dict[str, Any]:
+    """A record: what the file says (read once, cached by content) and where it is."""
+    content = dict(read)
+    name = content.pop("name_in_file") or f.stem
+    return {
+        "name": str(name)[:80],
+        "author": content.pop("author"),
+        "source": source,
+        "origin": f.origin,
+        "licence": f.licence,
+        **content,
+    }
+
+
+def _read_all(files: Sequence[SourceFile], workers: int) -> Iterator[dict[str, Any]]:
+    """What each file holds (or ``{"reason": ...}``), in order, read by ``workers``
+    processes."""
+    if workers <= 1 or len(files) < 2:
+        import vita
+
+        synth = vita.Synth()
+        for f in files:
+            yield _read_one(synth, f)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the pool's processes start with this one's registry and vita already loaded.
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("fork"), initializer=_pool_start
+    ) as pool:
+        yield from pool.map(_pool_read, files, chunksize=4)
+
+
+_POOL_SYNTH: Any = None
+
+
+def _pool_start() -> None:
+    global _POOL_SYNTH
+    import vita
+
+    _POOL_SYNTH = vita.Synth()
+
+
+def _pool_read(f: SourceFile) -> dict[str, Any]:
+    return _read_one(_POOL_SYNTH, f)
 
 
 def _version(v: Any) -> tuple[int, ...]:
@@ -117,23 +192,25 @@ def _precheck(f: SourceFile, own_version: tuple[int, ...]) -> str | None:
     return None
 
 
-def _in_child(synth: Any, f: SourceFile, source: str) -> tuple[dict[str, Any] | None, str | None]:
-    """Load ``f`` in a child of ``synth``'s process; (record, None) or (None, reason)."""
-    data, status = call_in_child(lambda: _record_bytes(synth, f, source))
+def _read_one(synth: Any, f: SourceFile) -> dict[str, Any]:
+    """Load ``f`` in a child of ``synth``'s process: what it holds, or ``{"reason": ...}``."""
+    data, status = call_in_child(lambda: _content_bytes(synth, f))
     if os.WIFSIGNALED(status):
-        return None, "crash"
+        return {"reason": "crash"}
     if data is None:
-        return None, "rejected_by_vita" if os.WEXITSTATUS(status) == 3 else "error"
-    return json.loads(data), None
+        return {"reason": "rejected_by_vita" if os.WEXITSTATUS(status) == 3 else "error"}
+    content: dict[str, Any] = json.loads(data)
+    return content
 
 
-def _record_bytes(synth: Any, f: SourceFile, source: str) -> bytes | None:
-    rec = _read_loaded(synth, f, source)
-    return None if rec is None else json.dumps(rec).encode()
+def _content_bytes(synth: Any, f: SourceFile) -> bytes | None:
+    content = _read_loaded(synth, f)
+    return None if content is None else json.dumps(content).encode()
 
 
-def _read_loaded(synth: Any, f: SourceFile, source: str) -> dict[str, Any] | None:
-    """In the child: load the preset and read it back as a record (None: vita refused)."""
+def _read_loaded(synth: Any, f: SourceFile) -> dict[str, Any] | None:
+    """In the child: load the preset and read back what it holds, nothing about where the
+    file is (None: vita refused)."""
     text = f.data.decode("utf-8")
     if not synth.load_json(text):
         return None
@@ -147,13 +224,9 @@ def _read_loaded(synth: Any, f: SourceFile, source: str) -> dict[str, Any] | Non
         values = [float(controls[f"modulation_{i}_{c}"].value()) for c in CHANNELS]
         slots.append((str(m.get("source", "")), str(m.get("destination", "")), values))
     mods, dropped = slot_connections(slots)
-    name = doc.get("preset_name") or f.stem
     return {
-        "name": str(name)[:80],
+        "name_in_file": str(doc.get("preset_name") or ""),
         "author": str(doc.get("author", ""))[:200],
-        "source": source,
-        "origin": f.origin,
-        "licence": f.licence,
         "raw": raw,
         "modulations": [m.to_list() for m in mods],
         "dropped_modulations": dropped,

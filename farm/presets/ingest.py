@@ -13,6 +13,7 @@ from pathlib import Path
 
 from farm.config import SourceSettings
 from farm.errors import SourceError
+from farm.presets.cache import PresetCache
 from farm.presets.convert import Converted, convert
 from farm.presets.files import Scan, scan, vital_folders
 from farm.presets.library import build_library, read_catalog
@@ -26,6 +27,7 @@ class Prepared:
     sources: SourceSettings = field(default_factory=SourceSettings)
     counts: dict[str, int] = field(default_factory=dict)
     scan: Scan = field(default_factory=Scan)
+    cached: int = 0
     dropped_modulations: int = 0
 
     def lines(self, limit: int = 20) -> list[str]:
@@ -34,6 +36,8 @@ class Prepared:
             return []
         read = ", ".join(f"{v} {k}" for k, v in self.counts.items()) or "none"
         out = [f"presets read: {read}; catalog wavetables: {self.sources.catalog}"]
+        if self.cached:
+            out[0] += f" ({self.cached} known from an earlier read)"
         reasons = self.scan.reasons
         if reasons:
             out.append(
@@ -57,6 +61,7 @@ def prepare_sources(
     factory: bool = False,
     catalog: str | Path | None = None,
     on_progress: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> Prepared:
     """Read the run's presets and catalog into a library in ``data_dir``'s store.
 
@@ -66,6 +71,8 @@ def prepare_sources(
         factory: also read Vital's factory presets where Vital installs them.
         catalog: a wavetable catalog from ``farm discover-wt``.
         on_progress: receives a progress line now and then.
+        workers: processes reading presets at once. A preset read before in this data
+            folder (the same bytes) is taken from :class:`farm.presets.cache.PresetCache`.
 
     Raises:
         SourceError: a folder is missing, no factory presets are installed, the catalog is
@@ -76,6 +83,7 @@ def prepare_sources(
         return out
     converted: list[Converted] = []
     groups: list[tuple[str, list[Path]]] = []
+    cache = PresetCache(data_dir)
     if community_dirs:
         groups.append(("community", [Path(d) for d in community_dirs]))
     if factory:
@@ -92,10 +100,12 @@ def prepare_sources(
         out.scan.skipped += found.skipped
 
         def progress(done: int, total: int, source: str = source) -> None:
-            if on_progress is not None and (done == total or done % 50 == 0):
+            if on_progress is not None:
                 on_progress(f"reading {source} presets: {done}/{total}")
 
-        conv = convert(found.files, source, out.scan, on_progress=progress)
+        conv = convert(
+            found.files, source, out.scan, cache=cache, workers=workers, on_progress=progress
+        )
         converted.append(conv)
         out.counts[source] = len(conv.records)
         out.dropped_modulations += conv.dropped_modulations
@@ -104,6 +114,7 @@ def prepare_sources(
             "no usable preset in the given folders"
             + (f" ({len(out.scan.skipped)} skipped)" if out.scan.skipped else "")
         )
+    out.cached = cache.hits
     entries = read_catalog(Path(catalog)) if catalog is not None else []
     sha, presets, n_catalog = build_library(
         Store(data_dir), converted, entries, skipped=out.scan.skipped
