@@ -204,10 +204,14 @@ def test_messages_cannot_write_outside_the_data_folder(cluster: Cluster) -> None
         if Ledger(r, rid).meta().get("output") == "forged.h5"
     )
     ledger = Ledger(r, run_id)
-    for forged in ("../../outside.h5", str(cluster.root.parent / "abs.h5")):
+    forgeries = {
+        "../../outside.h5": "escapes the data folder",
+        str(cluster.root.parent / "abs.h5"): "is outside the data folder",  # no root granted
+    }
+    for forged, why in forgeries.items():
         r.hset(ledger.k["meta"], "output", forged)
         sender.collect(run_id)
-        cluster.wait_log(f"stored output {forged!r} escapes the data folder")
+        cluster.wait_log(f"stored output {forged!r} {why}")
     cluster.queue_empty()
     assert sorted(p.name for p in cluster.root.parent.iterdir()) == before
     assert not (cluster.root / "escape").exists() and not Path("/tmp/escape").exists()
