@@ -30,6 +30,7 @@ from farm.presets.library import library_for
 from farm.settings import FarmSettings
 from farm.storage.card import write_card
 from farm.storage.merge import MergeResult, MissingRowsError, Piece, merge
+from farm.storage.parts import link, parts_dir
 
 log = logging.getLogger("farm.collect")
 
@@ -59,6 +60,12 @@ class Collected:
         if self.merged is None:
             return f"run {self.run_id}: already collected into {self.path} ({self.rows} rows)"
         m = self.merged
+        if m.parts:
+            return (
+                f"run {self.run_id}: {m.rows} rows from {m.jobs} jobs joined from {m.parts} "
+                f"parts into {self.path} in {m.seconds:.1f}s (checked in place, nothing "
+                f"copied; {m.duplicates} duplicates)"
+            )
         return (
             f"run {self.run_id}: {m.rows} rows from {m.jobs} jobs into {self.path} in "
             f"{m.seconds:.1f}s ({m.raw_chunks} raw chunks copied, {m.duplicates} duplicates)"
@@ -144,7 +151,7 @@ def collect_dataset(
         time.sleep(delay)  # injected: a slow collector
     tp = tier_params(get_registry(), spec.tier)
     try:
-        merged = merge(
+        merged = (link if spec.part_rows else merge)(
             out,
             spec,
             tp,
@@ -168,6 +175,9 @@ def collect_dataset(
         return Collected(ledger.run_id, out, 0, requeued=len(e.jobs))
     except Exception as e:
         raise _failed(ledger, settings, spec, out, e) from e
+    if not spec.part_rows:
+        # One file now: the parts of a parted dataset it replaced (--force) are not its.
+        shutil.rmtree(parts_dir(out), ignore_errors=True)
     try:
         write_card(out)
     except Exception as e:  # the dataset is complete; `farm card` can write it later

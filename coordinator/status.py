@@ -49,6 +49,8 @@ class RunStatus:
     """Mean seconds of a finished job (0 before the first)."""
     lost_after_s: float = 40.0
     """The run's heartbeat limit."""
+    collect_s: float | None = None
+    """Seconds the collector took to write the output (None until it has)."""
 
     @property
     def stalled(self) -> bool:
@@ -125,6 +127,7 @@ class RunStatus:
             tier=int(meta.get("tier", 0)),
             kind=meta.get("kind", "dataset"),
             finished=float(meta.get("finished", 0)),
+            collect_s=float(meta["collect_s"]) if meta.get("collect_s") else None,
             retries=int(ctr.get("retries", 0)),
             running=dict(running),
             **_liveness(meta, ctr, beats, running, now),

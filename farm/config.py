@@ -320,6 +320,10 @@ class RunSpec(_Frozen):
     batch_size: int = Field(16, ge=1, le=4096)
     """Presets per job: scheduling only (the rows do not depend on it; see
     ``SamplingSettings.block``)."""
+    part_rows: int | None = Field(None, ge=1)
+    """Layout only: each worker process starts a new shard after this many rows, and the
+    final file joins the shards as parts (:mod:`farm.storage.parts`) instead of copying
+    them. None: one self-contained file."""
     render: RenderSettings = RenderSettings()
     validation: ValidationSettings = ValidationSettings()
     sampling: SamplingSettings = SamplingSettings()
@@ -352,15 +356,17 @@ class RunSpec(_Frozen):
     def _unset(self) -> dict[str, Any]:
         """Optional sections left out of the JSON when unset (and ``render.mono`` when
         off), so a spec of an older kind has the JSON and fingerprint it always had."""
-        out: dict[str, Any] = {k: True for k in ("weights", "features") if getattr(self, k) is None}
+        optional = ("weights", "features", "part_rows")
+        out: dict[str, Any] = {k: True for k in optional if getattr(self, k) is None}
         if not self.render.mono:
             out["render"] = {"mono": True}
         return out
 
     def data_json(self) -> str:
-        """The spec without its scheduling fields (the batch size): what the rows depend
-        on, as stored in every dataset's ``run_spec``."""
-        data = self.model_dump(mode="json", exclude={"batch_size": True, **self._unset()})
+        """The spec without its scheduling and layout fields (batch size, part rows): what
+        the rows depend on, as stored in every dataset's ``run_spec``."""
+        scheduling = {"batch_size": True, "part_rows": True}
+        data = self.model_dump(mode="json", exclude={**self._unset(), **scheduling})
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod

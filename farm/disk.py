@@ -36,7 +36,8 @@ def estimate_bytes(spec: RunSpec, extra_jobs: int = 0, rows: int | None = None) 
     rows = spec.n if rows is None else rows
     per_job = spec.batch_size * spec.render.notes_per_preset
     jobs = -(-rows // per_job) + max(extra_jobs, 0)
-    return row_bytes(spec) * (jobs * per_job + rows)
+    final = 0 if spec.part_rows else rows  # a parted dataset is its shards, not a copy
+    return row_bytes(spec) * (jobs * per_job + final)
 
 
 def human(size: float) -> str:

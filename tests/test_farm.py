@@ -243,13 +243,14 @@ def _zero_first_row_of_job(shard_dir: Path, job: int, nbytes: int = 64 * 1024) -
     raise AssertionError(f"no shard holds job {job}")
 
 
+@pytest.mark.parametrize("layout", [[], ["--part-rows", "8"]], ids=["one-file", "parted"])
 def test_shard_damaged_mid_run_is_rendered_again(
-    tmp_path: Path, reference: dict[str, np.ndarray]
+    tmp_path: Path, reference: dict[str, np.ndarray], layout: list[str]
 ) -> None:
     """64 KiB of zeros over a recorded row (silently wrong audio, no read error): the
-    collector's checksums catch it, the job is rendered again, and the file is the same as
-    an undamaged run's, byte for byte."""
-    proc = start_farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "1")
+    collector's checksums catch it (copying, or checking parts in place), the job is
+    rendered again, and the file is the same as an undamaged run's, byte for byte."""
+    proc = start_farm(tmp_path, "submit", *SPEC, "-n", str(N), "--workers", "1", *layout)
     run_id = run_id_of(proc)
     wait_for(tmp_path, run_id, jobs_done=1)
     _zero_first_row_of_job(tmp_path / "data" / ".shards" / run_id, job=0)

@@ -227,6 +227,8 @@ def _write(
         writer.abort()  # closing after a failed write fails too, and would hide why
         raise
     writer.close()
+    if spec.part_rows and writer.rows >= spec.part_rows:
+        ctx.new_shard()  # this shard is a full part of a parted dataset
     return name, start
 
 

@@ -59,7 +59,8 @@ def checksums(columns: Sequence[np.ndarray]) -> np.ndarray:
 def row_bytes_reader(ds: Any) -> Callable[[int], bytes]:
     """A function giving row ``i``'s stored bytes of a one-row-per-chunk dataset: the raw
     chunk when it has no filters (no decode), else the decoded row."""
-    filtered = bool(ds._filters)
+    # A virtual dataset (a parted file) has no chunks of its own: read rows through it.
+    filtered = ds.is_virtual or bool(ds._filters)
     tail = (0,) * (ds.ndim - 1)
 
     def read(i: int) -> bytes:
@@ -69,6 +70,14 @@ def row_bytes_reader(ds: Any) -> Callable[[int], bytes]:
         return bytes(ds[i : i + 1].tobytes())
 
     return read
+
+
+def _row_chunked(ds: Any) -> bool:
+    """Stored a row per chunk (audio, features, the tier-3 matrix), or a virtual view of
+    such a dataset: read a row at a time, never a block of rows."""
+    if ds.is_virtual:
+        return len(ds.shape) > 2  # the virtual twins of the one-row-per-chunk datasets
+    return bool(ds.chunks and ds.chunks[0] == 1)
 
 
 @dataclass
@@ -101,7 +110,7 @@ def verify_rows(
     names = [
         n for n in schema.row_datasets(schema.MODULATION in f, schema.features_in(f))[:-1] if n in f
     ]
-    big = {name for name in names if f[name].chunks and f[name].chunks[0] == 1}
+    big = {name for name in names if _row_chunked(f[name])}
     readers = {name: row_bytes_reader(f[name]) for name in big}
     out = Verified(rows=max(hi - lo, 0))
     for start in range(lo, hi, _BLOCK):

@@ -76,10 +76,12 @@ class MergeResult:
     raw_chunks: int = 0
     duplicates: int = 0
     seconds: float = 0.0
+    parts: int = 0
+    """Part files a parted dataset joins (0: rows copied into one file)."""
     shards: list[Path] = field(default_factory=list)
 
 
-class _Shards:
+class Shards:
     """Shards opened read-only on first use (kept open; a worker appending waits)."""
 
     def __init__(self) -> None:
@@ -151,7 +153,7 @@ def take_pieces(pieces: Sequence[Piece], n: int) -> list[Piece]:
 
 
 def verify(
-    pieces: Sequence[Piece], shards: _Shards, batch: int, block: int
+    pieces: Sequence[Piece], shards: Shards, batch: int, block: int
 ) -> tuple[list[int], str]:
     """Jobs whose rows are not where the ledger says, and the first reason."""
     bad: list[int] = []
@@ -211,7 +213,7 @@ def merge(
     t0 = time.monotonic()
     n = spec.n
     chosen = take_pieces([p for p in pieces if p.rows > 0], n)
-    shards = _Shards()
+    shards = Shards()
     try:
         bad, why = verify(chosen, shards, spec.batch_size, spec.sampling.block)
         if bad:
@@ -288,23 +290,7 @@ def _copy_piece(
         The next free row, and the piece's rows (shard indices) whose checksum failed.
     """
     lo, hi = p.start, p.start + p.count
-    blocks = src[schema.meta("job")][lo:hi]
-    presets = src[schema.meta("preset")][lo:hi]
-    notes = src[schema.meta("midi_note")][lo:hi]
-    keep: list[int] = []
-    seen: set[tuple[int, int, int]] = set()
-    keys = zip(blocks.tolist(), presets.tolist(), notes.tolist(), strict=True)
-    skip = set(p.skip)
-    for i, key in enumerate(keys):
-        if key in seen:
-            res.duplicates += 1
-            continue
-        seen.add(key)
-        if i in skip:
-            duplicates.append(key[0] * block + key[1])
-            continue
-        keep.append(i)
-    keep = keep[: n - k]
+    keep = keep_rows(src, p, n - k, res, duplicates, block)
     rows = np.asarray(keep, dtype=np.int64)
     hashes = [integrity.new_hash() for _ in keep]
     for name in names[:-1]:  # the checksum itself is copied last
@@ -326,6 +312,32 @@ def _copy_piece(
     dst[schema.CHECKSUM][k : k + len(keep)] = stored
     bad = [lo + i for j, i in enumerate(keep) if integrity.digest(hashes[j]) != bytes(stored[j])]
     return k + len(keep), bad
+
+
+def keep_rows(
+    src: Any, p: Piece, room: int, res: MergeResult, duplicates: list[int], block: int
+) -> list[int]:
+    """The offsets in ``p`` of the rows a dataset takes from it, at most ``room``: the first
+    occurrence of each key, less the rows whose audio an earlier row has (their global
+    preset indices are added to ``duplicates``; repeated keys are counted in ``res``)."""
+    lo, hi = p.start, p.start + p.count
+    blocks = src[schema.meta("job")][lo:hi]
+    presets = src[schema.meta("preset")][lo:hi]
+    notes = src[schema.meta("midi_note")][lo:hi]
+    keep: list[int] = []
+    seen: set[tuple[int, int, int]] = set()
+    keys = zip(blocks.tolist(), presets.tolist(), notes.tolist(), strict=True)
+    skip = set(p.skip)
+    for i, key in enumerate(keys):
+        if key in seen:
+            res.duplicates += 1
+            continue
+        seen.add(key)
+        if i in skip:
+            duplicates.append(key[0] * block + key[1])
+            continue
+        keep.append(i)
+    return keep[:room]
 
 
 def _same_layout(a: Any, b: Any) -> bool:

@@ -55,6 +55,7 @@ and state its references name.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -175,8 +176,26 @@ FILE_ATTRS = (
 )
 
 
+def missing_parts(f: Any) -> list[str]:
+    """The part files a parted dataset (:mod:`farm.storage.parts`) reads its rows from
+    that are not where its virtual datasets say (relative to the file's folder); empty for
+    a single file. HDF5 itself would read a missing part's rows as zeros."""
+    if AUDIO not in f or not f[AUDIO].is_virtual:
+        return []
+    here = Path(f.filename).resolve().parent
+    names = sorted({src.file_name for src in f[AUDIO].virtual_sources()})
+    return [n for n in names if not (here / n).is_file()]
+
+
 def check_file(f: Any) -> list[str]:
     """Problems of an open ``h5py.File`` against the schema; empty when it is valid."""
+    gone = missing_parts(f)
+    if gone:
+        more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
+        return [
+            f"its part {gone[0]}{more} is missing (a parted dataset reads its rows from the "
+            "NAME.parts/ folder beside it: keep or move the two together)"
+        ]
     problems: list[str] = []
     for a in FILE_ATTRS:
         if a not in f.attrs:

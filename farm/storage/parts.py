@@ -1,0 +1,196 @@
+"""Parted datasets: the run's shards become the dataset's part files, and ``NAME.h5`` joins
+them without copying a row.
+
+With ``--part-rows K`` every worker process starts a new shard once its shard holds K rows,
+and the collector, instead of copying the rows into one file (:mod:`farm.storage.merge`):
+
+1. checks every chosen row against its checksum, reading the shards in place (the same
+   choice of rows as a merge: job order, the first n rows, duplicates left out);
+2. moves the shards that hold chosen rows into ``NAME.parts/`` beside ``NAME.h5`` (a rename
+   on one file system) and deletes the others;
+3. writes ``NAME.h5``: the file attributes, the preset and wavetable tables and, for every
+   per-row dataset, an HDF5 virtual dataset whose pieces map the chosen rows of each part,
+   by paths relative to ``NAME.h5``.
+
+So the collector writes kilobytes, the disk holds the dataset once (plus the few rows of
+jobs past n in the same parts), and plain h5py reads ``NAME.h5`` as one dataset wherever
+the pair ``NAME.h5`` + ``NAME.parts/`` is moved. HDF5 fills a virtual dataset's rows from a
+missing part with zeros, silently, so the schema check
+(:func:`farm.storage.schema.missing_parts`) refuses a parted file whose parts are not all
+there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+
+from farm.config import RunSpec
+from farm.errors import CollectError
+from farm.params.tiers import TierParams
+from farm.paths import remove_dead_temps
+from farm.storage import schema
+from farm.storage.integrity import verify_rows
+from farm.storage.merge import (
+    MergeResult,
+    MissingRowsError,
+    Piece,
+    Shards,
+    counted_rejections,
+    keep_rows,
+    take_pieces,
+    verify,
+)
+from farm.storage.shard import ShardWriter
+
+if TYPE_CHECKING:
+    from farm.presets.library import Library
+
+
+def parts_dir(out: Path) -> Path:
+    """The folder of a parted dataset's parts: ``NAME.parts`` beside ``NAME.h5``."""
+    return out.with_name(out.name.removesuffix(".h5") + ".parts")
+
+
+def link(
+    out: Path,
+    spec: RunSpec,
+    tp: TierParams,
+    fingerprint: str,
+    pieces: Sequence[Piece],
+    *,
+    by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
+    attrs: Mapping[str, Any] | None = None,
+    library: Library | None = None,
+) -> MergeResult:
+    """Make ``out`` a parted dataset of ``spec.n`` rows from ``pieces`` (see the module).
+
+    Raises:
+        MissingRowsError: some jobs' rows are unreadable, absent or fail their checksum;
+            nothing is moved or written.
+        CollectError: the pieces hold fewer than n rows.
+    """
+    t0 = time.monotonic()
+    n = spec.n
+    parts = parts_dir(out)
+    chosen = take_pieces([_located(p, parts) for p in pieces if p.rows > 0], n)
+    shards = Shards()
+    try:
+        bad, why = verify(chosen, shards, spec.batch_size, spec.sampling.block)
+        if bad:
+            raise MissingRowsError(bad, why)
+        result = MergeResult(out, n, len(chosen), shards=sorted(shards.files))
+        plan: list[tuple[Piece, list[int]]] = []
+        duplicates: list[int] = []
+        damaged: dict[int, str] = {}
+        k = 0
+        for p in chosen:
+            src = shards.files[p.shard]
+            keep = keep_rows(src, p, n - k, result, duplicates, spec.sampling.block)
+            found = verify_rows(src, p.start, p.start + p.count)
+            failed = set(found.bad) & {p.start + i for i in keep}
+            if failed:
+                damaged[p.job] = (
+                    f"{p.shard.name}: {len(failed)} row(s) of job {p.job} fail their checksum"
+                )
+            plan.append((p, keep))
+            k += len(keep)
+            if k >= n:
+                break
+        if damaged:
+            raise MissingRowsError(sorted(damaged), next(iter(damaged.values())))
+        if k < n:
+            raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
+        sizes = {p.shard.name: int(shards.files[p.shard][schema.AUDIO].shape[0]) for p, _ in plan}
+    finally:
+        shards.close()
+    _move_in(parts, {p.shard for p, _ in plan})
+    remove_dead_temps(out)
+    with ShardWriter(out, spec, tp, fingerprint, atomic=True, library=library) as writer:
+        rel = parts.name
+        for ds in writer.datasets():
+            _make_virtual(writer.file, ds.name.lstrip("/"), n, plan, rel, sizes)
+        last = _last_preset(writer.file, n, spec.sampling.block)
+        writer.set_rejections(*counted_rejections(spec, by_job, last, duplicates))
+        for key, value in (attrs or {}).items():
+            writer.file.attrs[key] = value
+        writer.file.attrs["parts"] = rel
+        writer.close()
+    keep_names = {p.shard.name for p, _ in plan}
+    for old in parts.iterdir():  # parts of a dataset this one replaced
+        if old.name not in keep_names:
+            old.unlink(missing_ok=True)
+    result.parts = len(keep_names)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _located(p: Piece, parts: Path) -> Piece:
+    """The piece, pointing into ``parts`` when an earlier collector already moved its
+    shard there (it stopped before ``NAME.h5`` was written)."""
+    moved = parts / p.shard.name
+    if not p.shard.exists() and moved.exists():
+        return Piece(p.job, moved, p.start, p.count, p.skip)
+    return p
+
+
+def _move_in(parts: Path, shards: set[Path]) -> None:
+    parts.mkdir(exist_ok=True)
+    for shard in sorted(shards):
+        target = parts / shard.name
+        if shard == target:
+            continue
+        try:
+            os.replace(shard, target)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            shutil.copy2(shard, target)  # another file system: copied once, then freed
+            shard.unlink()
+
+
+def _make_virtual(
+    f: Any,
+    name: str,
+    n: int,
+    plan: Sequence[tuple[Piece, list[int]]],
+    rel: str,
+    sizes: Mapping[str, int],
+) -> None:
+    """Replace the empty dataset ``name`` by a virtual one over the plan's rows."""
+    empty = f[name]
+    shape, dtype, attrs = empty.shape[1:], empty.dtype, dict(empty.attrs)
+    del f[name]
+    layout = h5py.VirtualLayout(shape=(n, *shape), dtype=dtype)
+    k = 0
+    for p, keep in plan:
+        source = h5py.VirtualSource(
+            f"{rel}/{p.shard.name}", name, shape=(sizes[p.shard.name], *shape), dtype=dtype
+        )
+        for lo, hi in _runs(keep):
+            layout[k : k + hi - lo] = source[p.start + lo : p.start + hi]
+            k += hi - lo
+    ds = f.create_virtual_dataset(name, layout)
+    ds.attrs.update(attrs)
+
+
+def _runs(offsets: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of increasing offsets as (first, past the last)."""
+    out: list[tuple[int, int]] = []
+    for i in offsets:
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+def _last_preset(f: Any, n: int, block: int) -> int:
+    return int(f[schema.meta("job")][n - 1]) * block + int(f[schema.meta("preset")][n - 1])
