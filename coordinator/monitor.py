@@ -46,6 +46,8 @@ def flower_argv(
         UsageError: the certificate or key file does not exist.
     """
     argv = ["flower", f"--address={address}", f"--port={port}", f"--basic-auth={','.join(pairs)}"]
+    if settings is not None:
+        argv.append(f"--max_tasks={settings.flower_max_tasks}")
     if settings is not None and settings.flower_cert_file and settings.flower_key_file:
         for path in (settings.flower_cert_file, settings.flower_key_file):
             if not Path(path).is_file():

@@ -81,6 +81,9 @@ class FarmSettings(_Frozen):
     """Interface ``farm flower`` listens on (0.0.0.0 in a container)."""
     flower_port: int = Field(5555, ge=1, le=65535)
     """Port of ``farm flower``."""
+    flower_max_tasks: int = Field(10_000, ge=100, le=1_000_000)
+    """Tasks Flower keeps in memory (its own default is 100,000): a 100,000-row run sends
+    thousands of tasks, and Flower's memory grows with every one it keeps."""
     flower_basic_auth: str | None = Field(None, repr=False)
     """``USER:PASSWORD[,USER:PASSWORD]`` of the dashboard (also read from Flower's own
     ``FLOWER_BASIC_AUTH``). A secret: never passed on to worker processes."""
