@@ -1,0 +1,176 @@
+"""The farm at scale: one embedded ``farm submit`` of many short rows, watched from outside
+in one run. Reports rows/s; the farm's overhead per row against the render time the same
+worker processes spent (from the ledger's job times); the Redis server's peak memory and
+the ledger's size; the collector's seconds; the data folder's peak size against the
+dataset's; and the resident memory of every farm process near the start and at the end
+(a leak shows as growth).
+
+    python bench/scale.py [--n 100000] [--tier 1] [--render-duration 0.1] [--workers N]
+
+On a 2-core machine 100,000 tier-1 rows of 0.1 s take about half an hour; ``--n 20000``
+shows the same trends in minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                out += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
+    return out
+
+
+def _rss(pid: int) -> tuple[str, int]:
+    """(a short name, resident KB) of a process."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "", 0
+    rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")]
+    if not rss:  # a zombie: exited, not yet reaped
+        return "", 0
+    kb = int(rss[0])
+    if "redis-server" in cmd:
+        name = "redis-server"
+    elif "celery" in cmd or "worker" in cmd:
+        name = "celery worker"
+    elif "farm" in cmd:
+        name = "farm submit"
+    else:
+        name = cmd.split(" ")[0][-30:]
+    return name, kb
+
+
+def _memory(submit: int) -> dict[str, list[int]]:
+    """Resident KB of the farm's long-lived processes by role: the submitter, its Redis,
+    the Celery main process and its pool processes (not the short render children)."""
+    out: dict[str, list[int]] = {"farm submit": [_rss(submit)[1]]}
+    for pid in _children(submit):
+        name, kb = _rss(pid)
+        if not name:
+            continue
+        out.setdefault(name if name == "redis-server" else "celery main", []).append(kb)
+        if name != "redis-server":
+            pool = [_rss(c)[1] for c in _children(pid)]
+            out.setdefault("celery pool", []).extend(kb for kb in pool if kb)
+    return out
+
+
+def _size(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--tier", type=int, default=1)
+    ap.add_argument("--render-duration", type=float, default=0.1)
+    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    a = ap.parse_args()
+    note = min(0.05, a.render_duration / 2)
+    args = ["--tier", str(a.tier), "-n", str(a.n), "--workers", str(a.workers), "--seed", "1"]
+    args += ["--render-duration", str(a.render_duration)]
+    args += ["--note-duration", str(note), "-o", "scale.h5"]
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        root = Path(tmp)
+        farm = [sys.executable, "-m", "farm.cli"]
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [*farm, "submit", *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        seen: dict[str, float] = {"peak_disk": 0, "redis_peak": 0, "ledger_keys": 0}
+        start_mem: dict[str, list[int]] = {}
+        end_mem: dict[str, list[int]] = {}
+        stop = threading.Event()
+
+        def watch() -> None:
+            client = None
+            while not stop.is_set():
+                seen["peak_disk"] = max(seen["peak_disk"], _size(root / "data"))
+                mem = _memory(proc.pid)
+                if not start_mem and time.monotonic() - t0 > 20 and "celery pool" in mem:
+                    start_mem.update(mem)
+                if mem:
+                    end_mem.clear()
+                    end_mem.update(mem)
+                if client is None:
+                    with contextlib.suppress(OSError, ValueError, KeyError):
+                        state = json.loads((root / "data/.farm/server.json").read_text())
+                        secret = (root / "data/.farm/password").read_text().strip()
+                        client = redis.Redis(port=int(state["port"]), password=secret)
+                if client is not None:
+                    with contextlib.suppress(redis.RedisError):
+                        info = client.info("memory")
+                        seen["redis_peak"] = max(seen["redis_peak"], info["used_memory_peak"])
+                        seen["ledger_keys"] = max(seen["ledger_keys"], client.dbsize())
+                time.sleep(2.0)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        _, err = proc.communicate()
+        wall = time.monotonic() - t0
+        stop.set()
+        watcher.join()
+        if proc.returncode:
+            raise SystemExit(err.decode()[-2000:])
+        st = json.loads(
+            subprocess.run(
+                [*farm, "status", "--json"], cwd=root, capture_output=True, text=True
+            ).stdout
+        )[-1]
+        dataset = sum(
+            _size(p) if p.is_dir() else p.stat().st_blocks * 512
+            for p in (root / "data").glob("scale*")
+        )
+    rows = int(st["total_rows"]) or a.n
+    busy = st["job_s"] * st["jobs_done"]  # seconds the worker processes spent in jobs
+    print(f"{a.n} rows, tier {a.tier}, {a.render_duration} s renders, {a.workers} workers")
+    print(f"wall {wall:.0f} s, {rows / wall:.1f} rows/s, {st['renders']} renders")
+    idle = wall * a.workers - busy
+    print(
+        f"farm overhead outside jobs: {1000 * idle / rows:.2f} ms of worker time per row "
+        f"(jobs took {busy:.0f} of {wall * a.workers:.0f} worker-seconds)"
+    )
+    print(
+        f"redis peak memory {seen['redis_peak'] / 1e6:.1f} MB, "
+        f"at most {seen['ledger_keys']:.0f} keys"
+    )
+    print(f"collect {st['collect_s']:.2f} s ({st['collect_s'] / wall:.2%} of the run)")
+    print(
+        f"peak disk {seen['peak_disk'] / 1e6:.0f} MB = {seen['peak_disk'] / max(dataset, 1):.2f} x "
+        f"the dataset ({dataset / 1e6:.0f} MB)"
+    )
+    for name in sorted(end_mem):
+        first = start_mem.get(name, [])
+        print(
+            f"resident {name:14} start {sum(first) / 1e3:7.0f} MB ({len(first)} processes)  "
+            f"end {sum(end_mem[name]) / 1e3:7.0f} MB ({len(end_mem[name])})"
+        )
+
+
+if __name__ == "__main__":
+    main()
