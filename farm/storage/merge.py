@@ -182,6 +182,42 @@ def verify(
     return bad, why
 
 
+def open_pieces(
+    out: Path, spec: RunSpec, pieces: Sequence[Piece], shards: Shards
+) -> tuple[list[Piece], MergeResult]:
+    """The shortest prefix of ``pieces`` that holds ``spec.n`` rows, its shards opened in
+    ``shards`` and checked (rows present, keys of the right job), and the result to fill.
+
+    Raises:
+        MissingRowsError: some jobs' rows are unreadable or absent.
+        CollectError: the pieces hold fewer than n rows.
+    """
+    chosen = take_pieces([p for p in pieces if p.rows > 0], spec.n)
+    bad, why = verify(chosen, shards, spec.batch_size, spec.sampling.block)
+    if bad:
+        raise MissingRowsError(bad, why)
+    return chosen, MergeResult(out, spec.n, len(chosen), shards=sorted(shards.files))
+
+
+def finish(
+    writer: ShardWriter,
+    spec: RunSpec,
+    by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
+    duplicates: Sequence[int],
+    attrs: Mapping[str, Any] | None,
+) -> None:
+    """Give a final file its rejection counts (those of the presets its rows cover) and
+    extra attributes, and close it (renamed into place)."""
+    f, n = writer.file, spec.n
+    last = int(f[schema.meta("job")][n - 1]) * spec.sampling.block + int(
+        f[schema.meta("preset")][n - 1]
+    )
+    writer.set_rejections(*counted_rejections(spec, by_job, last, duplicates))
+    for key, value in (attrs or {}).items():
+        f.attrs[key] = value
+    writer.close()
+
+
 def merge(
     out: Path,
     spec: RunSpec,
@@ -212,13 +248,9 @@ def merge(
     """
     t0 = time.monotonic()
     n = spec.n
-    chosen = take_pieces([p for p in pieces if p.rows > 0], n)
     shards = Shards()
     try:
-        bad, why = verify(chosen, shards, spec.batch_size, spec.sampling.block)
-        if bad:
-            raise MissingRowsError(bad, why)
-        result = MergeResult(out, n, len(chosen), shards=sorted(shards.files))
+        chosen, result = open_pieces(out, spec, pieces, shards)
         remove_dead_temps(out)  # a collector killed while writing (its run was resumed)
         with ShardWriter(out, spec, tp, fingerprint, atomic=True, library=library) as writer:
             names = [ds.name for ds in writer.datasets()]
@@ -257,14 +289,7 @@ def merge(
                 raise MissingRowsError(sorted(damaged), next(iter(damaged.values())))
             if k < n:
                 raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
-            f = writer.file
-            last = int(f[schema.meta("job")][n - 1]) * spec.sampling.block + int(
-                f[schema.meta("preset")][n - 1]
-            )
-            writer.set_rejections(*counted_rejections(spec, by_job, last, duplicates))
-            for key, value in (attrs or {}).items():
-                writer.file.attrs[key] = value
-            writer.close()
+            finish(writer, spec, by_job, duplicates, attrs)
     finally:
         shards.close()
     result.seconds = time.monotonic() - t0

@@ -43,10 +43,9 @@ from farm.storage.merge import (
     MissingRowsError,
     Piece,
     Shards,
-    counted_rejections,
+    finish,
     keep_rows,
-    take_pieces,
-    verify,
+    open_pieces,
 )
 from farm.storage.shard import ShardWriter
 
@@ -80,13 +79,9 @@ def link(
     t0 = time.monotonic()
     n = spec.n
     parts = parts_dir(out)
-    chosen = take_pieces([_located(p, parts) for p in pieces if p.rows > 0], n)
     shards = Shards()
     try:
-        bad, why = verify(chosen, shards, spec.batch_size, spec.sampling.block)
-        if bad:
-            raise MissingRowsError(bad, why)
-        result = MergeResult(out, n, len(chosen), shards=sorted(shards.files))
+        chosen, result = open_pieces(out, spec, [_located(p, parts) for p in pieces], shards)
         plan: list[tuple[Piece, list[int]]] = []
         duplicates: list[int] = []
         damaged: dict[int, str] = {}
@@ -117,12 +112,7 @@ def link(
         rel = parts.name
         for ds in writer.datasets():
             _make_virtual(writer.file, ds.name.lstrip("/"), n, plan, rel, sizes)
-        last = _last_preset(writer.file, n, spec.sampling.block)
-        writer.set_rejections(*counted_rejections(spec, by_job, last, duplicates))
-        for key, value in (attrs or {}).items():
-            writer.file.attrs[key] = value
-        writer.file.attrs["parts"] = rel
-        writer.close()
+        finish(writer, spec, by_job, duplicates, {**(attrs or {}), "parts": rel})
     keep_names = {p.shard.name for p, _ in plan}
     for old in parts.iterdir():  # parts of a dataset this one replaced
         if old.name not in keep_names:
@@ -190,7 +180,3 @@ def _runs(offsets: Sequence[int]) -> list[tuple[int, int]]:
         else:
             out.append((i, i + 1))
     return out
-
-
-def _last_preset(f: Any, n: int, block: int) -> int:
-    return int(f[schema.meta("job")][n - 1]) * block + int(f[schema.meta("preset")][n - 1])
