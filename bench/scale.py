@@ -75,6 +75,18 @@ def _memory(submit: int) -> dict[str, list[int]]:
     return out
 
 
+def _state(client: redis.Redis | None) -> str:
+    """The state of the (only) run on the embedded Redis, "" before it exists."""
+    if client is None:
+        return ""
+    with contextlib.suppress(redis.RedisError):
+        runs = client.zrange("farm:runs", 0, -1)
+        if runs:
+            run = runs[-1].decode() if isinstance(runs[-1], bytes) else str(runs[-1])
+            return str(client.hget(f"farm:run:{run}:meta", "state") or "")
+    return ""
+
+
 def _size(root: Path) -> int:
     total = 0
     for folder, _, files in os.walk(root):
@@ -90,11 +102,14 @@ def main() -> None:
     ap.add_argument("--tier", type=int, default=1)
     ap.add_argument("--render-duration", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--part-rows", type=int, default=None, help="default: farm's")
     a = ap.parse_args()
     note = min(0.05, a.render_duration / 2)
     args = ["--tier", str(a.tier), "-n", str(a.n), "--workers", str(a.workers), "--seed", "1"]
     args += ["--render-duration", str(a.render_duration)]
     args += ["--note-duration", str(note), "-o", "scale.h5"]
+    if a.part_rows is not None:
+        args += ["--part-rows", str(a.part_rows)]
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         root = Path(tmp)
         farm = [sys.executable, "-m", "farm.cli"]
@@ -105,6 +120,7 @@ def main() -> None:
         seen: dict[str, float] = {"peak_disk": 0, "redis_peak": 0, "ledger_keys": 0}
         start_mem: dict[str, list[int]] = {}
         end_mem: dict[str, list[int]] = {}
+        after_mem: dict[str, list[int]] = {}
         stop = threading.Event()
 
         def watch() -> None:
@@ -114,14 +130,24 @@ def main() -> None:
                 mem = _memory(proc.pid)
                 if not start_mem and time.monotonic() - t0 > 20 and "celery pool" in mem:
                     start_mem.update(mem)
-                if mem:
+                state = _state(client)
+                if state:
+                    seen["had_state"] = 1
+                elif seen.get("had_state"):
+                    state = "gone"  # the run ended and its Redis with it
+                if mem and state in ("running", ""):
                     end_mem.clear()
-                    end_mem.update(mem)
+                    end_mem.update(mem)  # the last sample while rendering
+                elif mem and state:
+                    after_mem.clear()
+                    after_mem.update(mem)  # collecting or done
                 if client is None:
                     with contextlib.suppress(OSError, ValueError, KeyError):
                         state = json.loads((root / "data/.farm/server.json").read_text())
                         secret = (root / "data/.farm/password").read_text().strip()
-                        client = redis.Redis(port=int(state["port"]), password=secret)
+                        client = redis.Redis(
+                            port=int(state["port"]), password=secret, decode_responses=True
+                        )
                 if client is not None:
                     with contextlib.suppress(redis.RedisError):
                         info = client.info("memory")
@@ -164,11 +190,14 @@ def main() -> None:
         f"peak disk {seen['peak_disk'] / 1e6:.0f} MB = {seen['peak_disk'] / max(dataset, 1):.2f} x "
         f"the dataset ({dataset / 1e6:.0f} MB)"
     )
+    print("resident MB per process: 20 s in, last while rendering, while/after collecting")
     for name in sorted(end_mem):
-        first = start_mem.get(name, [])
         print(
-            f"resident {name:14} start {sum(first) / 1e3:7.0f} MB ({len(first)} processes)  "
-            f"end {sum(end_mem[name]) / 1e3:7.0f} MB ({len(end_mem[name])})"
+            f"  {name:14} "
+            + "  ".join(
+                "/".join(f"{kb / 1e3:.0f}" for kb in sample.get(name, [])) or "-"
+                for sample in (start_mem, end_mem, after_mem)
+            )
         )
 
 

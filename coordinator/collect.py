@@ -151,6 +151,7 @@ def collect_dataset(
         time.sleep(delay)  # injected: a slow collector
     tp = tier_params(get_registry(), spec.tier)
     try:
+        parted = {"isolate": in_child} if spec.part_rows else {}
         merged = (link if spec.part_rows else merge)(
             out,
             spec,
@@ -160,6 +161,7 @@ def collect_dataset(
             by_job=by_job,
             attrs={"run_id": ledger.run_id},
             library=library_for(spec.sources.library, settings.data_dir),
+            **parted,
         )
     except MissingRowsError as e:
         if not ledger.reset_jobs(e.jobs):
@@ -178,10 +180,7 @@ def collect_dataset(
     if not spec.part_rows:
         # One file now: the parts of a parted dataset it replaced (--force) are not its.
         shutil.rmtree(parts_dir(out), ignore_errors=True)
-    try:
-        write_card(out)
-    except Exception as e:  # the dataset is complete; `farm card` can write it later
-        log.warning("run %s: no dataset card (%s); `farm card %s` writes it", ledger.run_id, e, out)
+    _card(ledger.run_id, out)
     ledger.move(
         DONE,
         only_from=(COLLECTING,),
@@ -195,6 +194,39 @@ def collect_dataset(
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # .shards/ itself, once no run has shards
     return Collected(ledger.run_id, out, merged.rows, merged)
+
+
+def in_child(fn: Callable[[], None]) -> None:
+    """Run ``fn`` in a forked child (its memory goes with it); its error, as text, is
+    raised here as a :class:`CollectError` (a full disk still reads as one)."""
+    from farm.render.forked import call_in_child
+
+    def run() -> bytes:
+        try:
+            fn()
+        except Exception as e:
+            return f"{type(e).__name__}: {e}".encode() or b"error"
+        return b""
+
+    error, status = call_in_child(run)
+    if error is None:
+        raise CollectError(f"the process writing the output ended with status {status}")
+    if error:
+        raise CollectError(error.decode())
+
+
+def _card(run_id: str, out: Path) -> None:
+    """Write the dataset card in a child process: the card reads whole columns, and
+    through a parted file's virtual datasets HDF5 keeps every part's dataset open (about
+    11 KB each, never given back), which the worker process that collected would keep."""
+
+    def write() -> None:
+        write_card(out)
+
+    try:
+        in_child(write)
+    except CollectError as e:  # the dataset is complete; `farm card` can write it later
+        log.warning("run %s: no dataset card (%s); `farm card %s` writes it", run_id, e, out)
 
 
 def _output(settings: FarmSettings, meta: dict[str, str], spec: RunSpec) -> Path:

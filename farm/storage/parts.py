@@ -26,7 +26,7 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +68,15 @@ def link(
     by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
     attrs: Mapping[str, Any] | None = None,
     library: Library | None = None,
+    isolate: Callable[[Callable[[], None]], None] | None = None,
 ) -> MergeResult:
     """Make ``out`` a parted dataset of ``spec.n`` rows from ``pieces`` (see the module).
+
+    Args:
+        isolate: runs the writing of ``NAME.h5`` (given as a function) elsewhere, e.g. in
+            a child process. Building a virtual dataset costs about 25 KB per mapped piece
+            (one per job and dataset), which the process never gives back: a long-lived
+            worker should not keep it. Default: here.
 
     Raises:
         MissingRowsError: some jobs' rows are unreadable, absent or fail their checksum;
@@ -108,11 +115,15 @@ def link(
         shards.close()
     _move_in(parts, {p.shard for p, _ in plan})
     remove_dead_temps(out)
-    with ShardWriter(out, spec, tp, fingerprint, atomic=True, library=library) as writer:
-        rel = parts.name
-        for ds in writer.datasets():
-            _make_virtual(writer.file, ds.name.lstrip("/"), n, plan, rel, sizes)
-        finish(writer, spec, by_job, duplicates, {**(attrs or {}), "parts": rel})
+
+    def write() -> None:
+        with ShardWriter(out, spec, tp, fingerprint, atomic=True, library=library) as writer:
+            rel = parts.name
+            for ds in writer.datasets():
+                _make_virtual(writer.file, ds.name.lstrip("/"), n, plan, rel, sizes)
+            finish(writer, spec, by_job, duplicates, {**(attrs or {}), "parts": rel})
+
+    (isolate or _here)(write)
     keep_names = {p.shard.name for p, _ in plan}
     for old in parts.iterdir():  # parts of a dataset this one replaced
         if old.name not in keep_names:
@@ -120,6 +131,10 @@ def link(
     result.parts = len(keep_names)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _here(fn: Callable[[], None]) -> None:
+    fn()
 
 
 def _located(p: Piece, parts: Path) -> Piece:
