@@ -31,6 +31,7 @@ def test_parted_output_is_the_same_dataset(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     r = farm(tmp_path, "submit", *args, "--part-rows", "6", "-o", "parted.h5")
     assert r.returncode == 0, r.stderr
+    assert "parted.parts/, keep them beside it" in r.stdout, r.stdout
     data = tmp_path / "data"
     parts = sorted((data / "parted.parts").iterdir())
     assert len(parts) >= 2, parts

@@ -91,8 +91,12 @@ def _follow(farm: Farm, ledger: Any, started: float) -> Any:
         rej = info["rejections"]
         renders = info["renders"]
         rejected = sum(rej.values()) / renders if renders else 0.0
+        from farm.storage.parts import parts_dir
+
+        parts = parts_dir(out)
+        beside = f" (its parts: {parts}/, keep them beside it)" if parts.is_dir() else ""
         click.echo(
-            f"wrote {out}: {info['rows']} rows from {renders} renders ({rejected:.1%} "
+            f"wrote {out}{beside}: {info['rows']} rows from {renders} renders ({rejected:.1%} "
             f"rejected) in {time.monotonic() - started:.1f}s; rejections {json.dumps(rej)}; "
             f"run {st.run_id}"
         )
