@@ -127,8 +127,8 @@ def _features(audio: np.ndarray, spec: RunSpec, stored: np.dtype[Any]) -> np.nda
     reader recomputing them from the file gets the same values."""
     if spec.features is None:
         return None
-    as_read = np.asarray(audio).astype(stored).astype(np.float32)
-    return logmel(as_read, spec.features, spec.render.sample_rate)
+    # As stored: a no-op for float32, float16's rounding otherwise (logmel reads float32).
+    return logmel(np.asarray(audio, dtype=stored), spec.features, spec.render.sample_rate)
 
 
 def injected_crashes(spec: RunSpec, job: int, fraction: float) -> Callable[[int], bool] | None:

@@ -126,10 +126,11 @@ def _add(cols: dict[str, Any], name: str, feature: Any) -> None:
     cols[name] = feature
 
 
-def _rows(path: str, rows: np.ndarray, progress_key: str) -> Iterator[dict[str, Any]]:
+def _rows(
+    path: str, rows: np.ndarray, report: Callable[[int, int], None]
+) -> Iterator[dict[str, Any]]:
     """One split's rows as export records (the reader opened here: a generator that
     ``datasets`` may run elsewhere must not carry an open HDF5 handle)."""
-    report = _PROGRESS.get(progress_key)
     with FarmReader(path) as r:
         for idx, batch in blocks(r, rows, on_progress=report):
             for k, i in enumerate(idx.tolist()):
@@ -149,11 +150,6 @@ def _rows(path: str, rows: np.ndarray, progress_key: str) -> Iterator[dict[str, 
                 rec.update(zip(r.continuous_names, cont.tolist(), strict=True))
                 rec.update(zip(r.categorical_names, cat.tolist(), strict=True))
                 yield rec
-
-
-#: Progress callbacks by key: kept out of the generator's arguments, which ``datasets``
-#: hashes.
-_PROGRESS: dict[str, Callable[[int, int], None]] = {}
 
 
 def export_hf(
@@ -219,21 +215,16 @@ def _write(
         cache = tmp / ".cache"
         parts = {}
         for side, rows in counts.items():
-            key = f"{os.getpid()}-{side}"
-            _PROGRESS[key] = tick
-            try:
-                parts[side] = hf.Dataset.from_generator(
-                    _rows,
-                    features=features,
-                    gen_kwargs={"path": path, "rows": rows, "progress_key": key},
-                    cache_dir=str(cache),
-                    split=side,
-                    writer_batch_size=BLOCK,
-                    # The cache is this export's own: no earlier result can be reused.
-                    fingerprint=f"farm-export-{side}",
-                )
-            finally:
-                _PROGRESS.pop(key, None)
+            parts[side] = hf.Dataset.from_generator(
+                _rows,
+                features=features,
+                gen_kwargs={"path": path, "rows": rows, "report": tick},
+                cache_dir=str(cache),
+                split=side,
+                writer_batch_size=BLOCK,
+                # The cache is this export's own: no earlier result can be reused.
+                fingerprint=f"farm-export-{side}",
+            )
             done += rows.size
         final = tmp / "data"
         hf.DatasetDict(parts).save_to_disk(str(final))
