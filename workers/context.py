@@ -17,6 +17,7 @@ from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
 from farm.presets.library import Library
 from farm.render.engine import RenderEngine
+from farm.render.pages import VitaThread
 from farm.settings import FarmSettings
 from farm.store import Store
 
@@ -42,7 +43,8 @@ class WorkerContext:
         self.new_shard()
         # Same order as a local run: the registry's throwaway Synth, then the engine's.
         self.registry = get_registry()
-        self.synth = vita.Synth()
+        # Built in vita's own thread and malloc arena (farm.render.pages).
+        self.synth = VitaThread.get().call(vita.Synth)
         self._engines: dict[tuple[int, str], RenderEngine] = {}
         self._specs: dict[str, RunSpec] = {}
         self._meta: dict[str, dict[str, str]] = {}

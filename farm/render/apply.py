@@ -37,6 +37,7 @@ class LabelApplier:
         controls = synth.get_controls()
         self._cont = [controls[s.name] for s in tp.continuous]
         self._cat = [controls[s.name] for s in tp.categorical]
+        self._controls = self._cont + self._cat
         self._slots = [
             [controls[f"modulation_{slot}_{c}"] for c in _SLOT_CONTROLS]
             for slot in range(1, MAX_SLOTS + 1)
@@ -78,17 +79,29 @@ class LabelApplier:
         """Set parameters, inject non-scalar state, connect modulations (call :meth:`check`
         first). The synth must be in its init state: in the render engine it always is,
         because each preset is applied in a freshly forked child."""
-        raw_cont = continuous_to_raw(self.tp, label.continuous)
-        for ctrl, value in zip(self._cont, raw_cont.tolist(), strict=True):
-            ctrl.set(value)
-        raw_cat = categorical_to_raw(self.tp, label.categorical)
-        for ctrl, value in zip(self._cat, raw_cat.tolist(), strict=True):
-            ctrl.set(value)
+        self.set_raw(self.raw_values(label))
         nonscalar = label.extra.get("nonscalar")
         if nonscalar:
             self._inject(nonscalar)
         for slot, m in enumerate(label.modulations):
             self._connect(slot, m)
+
+    def raw_values(self, label: Label) -> list[float]:
+        """The raw value :meth:`apply` sets on each control, continuous then categorical."""
+        raw: list[float] = continuous_to_raw(self.tp, label.continuous).tolist()
+        cat: list[float] = categorical_to_raw(self.tp, label.categorical).tolist()
+        return raw + cat
+
+    def set_raw(self, values: list[float]) -> None:
+        """Set every labelled control to its raw value (:meth:`raw_values`' order)."""
+        for ctrl, value in zip(self._controls, values, strict=True):
+            ctrl.set(value)
+
+    @staticmethod
+    def is_plain(label: Label) -> bool:
+        """True when applying ``label`` only sets controls: no modulation connection and no
+        non-scalar state, the two steps that make vita allocate memory."""
+        return not label.modulations and not label.extra.get("nonscalar")
 
     def _inject(self, nonscalar: dict[str, Any]) -> None:
         # Non-scalar state (wavetables, LFO shapes, samples) is reachable only through the

@@ -37,7 +37,9 @@ from farm.errors import PresetError
 from farm.params.label import Label
 from farm.params.tiers import TierParams
 from farm.render.apply import LabelApplier
+from farm.render.pages import VitaThread
 from farm.render.performance import Played, performances
+from farm.render.resident import Resident
 
 
 class Outcome(IntEnum):
@@ -87,17 +89,23 @@ class RenderEngine:
             default.
     """
 
-    def __init__(self, tp: TierParams, settings: RenderSettings, synth: Any = None) -> None:
+    def __init__(
+        self, tp: TierParams, settings: RenderSettings, synth: Any = None, *, resident: bool = True
+    ) -> None:
+        vt = VitaThread.get()
         if synth is None:
-            import vita
-
-            synth = vita.Synth()
+            synth = vt.call(new_synth)
         self.tp = tp
         self.settings = settings
         self.synth = synth
-        synth.set_sample_rate(settings.sample_rate)
-        synth.load_init_preset()
-        self.applier = LabelApplier(synth, tp)
+
+        def init() -> LabelApplier:
+            synth.set_sample_rate(settings.sample_rate)
+            synth.load_init_preset()
+            return LabelApplier(synth, tp)
+
+        # In vita's thread, so whatever vita allocates stays in its arena (farm.render.pages).
+        self.applier = vt.call(init)
         self._shape = (2, settings.samples)
         row_bytes = 2 * settings.samples * 4
         n = settings.notes_per_preset
@@ -105,6 +113,17 @@ class RenderEngine:
         self._audio = np.ndarray((n, *self._shape), np.float32, self._map, 0)
         self._outcome = np.ndarray((n,), np.int32, self._map, n * row_bytes)
         self._pid = os.getpid()
+        self.resident = (
+            Resident(
+                self._render_into,
+                self.applier.set_raw,
+                self._outcome,
+                settings.timeout_s,
+                Outcome.TIMEOUT,
+            )
+            if resident
+            else None
+        )
 
     def render(
         self,
@@ -137,7 +156,18 @@ class RenderEngine:
         except PresetError as e:
             return [_result(p, Outcome.ERROR, None, str(e)) for p in played]
         self._outcome[: len(played)] = Outcome.PENDING
-        status = self._run_child(label, played)
+        slots = list(range(len(played)))
+        r = self.resident
+        if (
+            r is not None
+            and r.usable
+            and self.applier.is_plain(label)
+            and not allow_unknown_modulation
+        ):
+            slots = r.render(self.applier.raw_values(label), played, slots)
+        status = Outcome.OK
+        if slots:
+            status = self._run_child(label, tuple(played[i] for i in slots), slots)
         results = []
         for i, p in enumerate(played):
             outcome = Outcome(int(self._outcome[i]))
@@ -169,7 +199,7 @@ class RenderEngine:
             raise ValueError("more notes than the engine was built for")
         return tuple(out)
 
-    def _run_child(self, label: Label, notes: tuple[Played, ...]) -> Outcome:
+    def _run_child(self, label: Label, notes: tuple[Played, ...], slots: list[int]) -> Outcome:
         """Fork the preset child and wait; returns the outcome for notes it left PENDING."""
         sys.stdout.flush()
         sys.stderr.flush()
@@ -181,19 +211,19 @@ class RenderEngine:
                 faulthandler.disable()
                 _arm(self.settings.timeout_s)
                 self.applier.apply(label)
-                code = self._render_notes(notes)
+                code = self._render_notes(notes, slots)
             except PresetError:
                 code = _EXIT_PRESET_ERROR
             finally:
                 os._exit(code)
         return _outcome_of(_wait(pid))
 
-    def _render_notes(self, notes: tuple[Played, ...]) -> int:
+    def _render_notes(self, notes: tuple[Played, ...], slots: list[int]) -> int:
         """In the preset child: a grandchild per note, the last note rendered in place."""
         last = len(notes) - 1
         limit = self.settings.timeout_s
-        for i, note in enumerate(notes):
-            if i == last:
+        for k, (i, note) in enumerate(zip(slots, notes, strict=True)):
+            if k == last:
                 _arm(limit)
                 self._render_into(i, note)
                 break
@@ -223,9 +253,19 @@ class RenderEngine:
         self._outcome[i] = Outcome.OK
 
     def close(self) -> None:
-        """Release the shared audio buffer."""
+        """End the resident child and release the shared audio buffer."""
+        if self.resident is not None:
+            self.resident.close()
         del self._audio, self._outcome
         self._map.close()
+
+
+def new_synth() -> Any:
+    """A ``vita.Synth`` (build it through :meth:`VitaThread.call` to keep it in vita's
+    own arena)."""
+    import vita
+
+    return vita.Synth()
 
 
 def _result(p: Played, outcome: Outcome, audio: np.ndarray | None, detail: str) -> NoteRender:

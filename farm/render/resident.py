@@ -1,0 +1,353 @@
+"""The resident renderer: clean state for plain labels without a fork per note.
+
+A fork gives every note a clean synth, but the ~6,000 pages a render writes are then
+copied on write, one fault each (~3 µs on these machines), and the fork and the exit of a
+~300 MB process cost as much again: ~30 ms a note. The resident renderer is one child,
+forked once from the engine's process, that renders row after row and puts the synth back
+in between: it keeps a copy of the pages of vita's memory that renders write (the *known*
+pages), and after each row it copies them back, a few milliseconds of ``memcpy``.
+
+What makes that exact (:mod:`farm.render.pages`):
+
+* vita's memory is known: its own malloc arena and its module's statics, nothing of Python;
+* every other page of it is write-protected, and the kernel lists the pages written. A row
+  that wrote a page outside the known set cannot be undone: its audio is still right (it
+  started clean), but the child reports the new pages and exits, and the next child, forked
+  from the untouched engine process, knows them too. The set settles after a few rows.
+* only *plain* labels take this path: setting controls makes vita allocate nothing (counted
+  with an ``LD_PRELOAD`` malloc counter: tiers 1 and 2), so restoring the arena's pages
+  restores its allocator too. Modulation connections and non-scalar state allocate, and
+  keep the fork per note.
+
+A row from the resident renderer is byte-identical to the same row forked from the same
+engine process (``tests/test_resident.py``). A crash in the resident child sends the rest of
+the preset to the fork path, so a crash is judged (and recorded as ``CRASH``) exactly as
+before; a render past the time limit is ``TIMEOUT`` in both.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import gc
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from farm.render.pages import (
+    Range,
+    Unsupported,
+    VitaThread,
+    WriteWatch,
+    arena_regions,
+    merge,
+    outside,
+)
+from farm.render.performance import Played
+
+#: Stop using the resident renderer when the known pages pass this share of vita's memory.
+MAX_KNOWN_SHARE = 0.5
+#: Stop when this many children in a row had to be replaced before a single clean reuse.
+MAX_FRESH_STARTS = 64
+
+_HEAD = struct.Struct("<ii")  # raw values, notes
+_NOTE = struct.Struct("<idd")  # slot, velocity, note duration (+ note below)
+_REPLY = struct.Struct("<cii")  # kind, slot, count of new ranges
+_RANGE = struct.Struct("<QQ")
+_DONE, _TAINTED, _UNSUPPORTED = b"D", b"T", b"U"
+
+
+def _module_file() -> str:
+    """Where vita's extension module is mapped from (its statics are vita's state too)."""
+    import vita
+
+    mod = sys.modules.get("vita.vita") or vita
+    return os.path.realpath(str(getattr(mod, "__file__", "")))
+
+
+class Resident:
+    """The engine's side of the resident child: starts it, sends it rows, learns the pages
+    renders write.
+
+    Args:
+        render_into: renders one note into a slot of the engine's shared buffers and sets
+            its outcome (run in the child).
+        set_raw: applies a label's raw values (run in the child).
+        outcome: the engine's shared outcome array (written by the child).
+        timeout_s: the time limit of one note.
+        timed_out: the outcome code of a note past its time limit.
+    """
+
+    def __init__(
+        self,
+        render_into: Callable[[int, Played], None],
+        set_raw: Callable[[list[float]], None],
+        outcome: np.ndarray,
+        timeout_s: float,
+        timed_out: int,
+    ) -> None:
+        self._render_into = render_into
+        self._set_raw = set_raw
+        self._outcome = outcome
+        self._timeout = timeout_s
+        self._timed_out = timed_out
+        self.arena = VitaThread.get().arena
+        self.error = VitaThread.get().error
+        self._module = _module_file()
+        self.known: list[Range] = []
+        self._pid = 0
+        self._cmd = self._reply = -1
+        self._fresh = 0
+        self.rows = 0
+        self.starts = 0
+
+    @property
+    def usable(self) -> bool:
+        """False once the resident renderer proved impossible here (see :attr:`error`)."""
+        return not self.error
+
+    # -- the engine's side -------------------------------------------------------------
+
+    def render(self, raw: list[float], played: Sequence[Played], slots: Sequence[int]) -> list[int]:
+        """Render ``played[k]`` into slot ``slots[k]``, each from a clean state.
+
+        Returns:
+            The slots left for the fork path (a child crashed, or the resident renderer
+            became unusable); every other slot has its outcome (OK, SHAPE or TIMEOUT).
+        """
+        todo = list(zip(slots, played, strict=True))
+        while todo:
+            if not self._start():
+                return [s for s, _ in todo]
+            self._send(raw, todo)
+            while todo:
+                reply = self._recv()
+                if reply is None:  # the child died or overran: TIMEOUT, or a crash
+                    status = self._stop(kill=True)
+                    slot = todo[0][0]
+                    timed_out = status is None or (
+                        os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM
+                    )
+                    if not timed_out:
+                        if status is not None and os.WIFEXITED(status):
+                            self.error = (
+                                f"the resident child failed (exit {os.WEXITSTATUS(status)})"
+                            )
+                        return [s for s, _ in todo]  # the fork path judges the crash
+                    self._outcome[slot] = self._timed_out
+                    todo.pop(0)
+                    break
+                kind, slot, new = reply
+                if kind == _UNSUPPORTED:
+                    self._stop(kill=True)
+                    return [s for s, _ in todo]
+                todo.pop(0)
+                self.rows += 1
+                if kind == _TAINTED:
+                    self._learn(new)
+                    self._stop(kill=False)
+                    break
+                self._fresh = 0
+        return []
+
+    def _start(self) -> bool:
+        if self._pid:
+            return True
+        if not self.usable:
+            return False
+        if self._fresh >= MAX_FRESH_STARTS:
+            self.error = f"{MAX_FRESH_STARTS} resident children in a row wrote new pages"
+            return False
+        regions = arena_regions(self.arena, self._module)
+        total = sum(hi - lo for lo, hi in regions)
+        self.known = _clip(self.known, regions)
+        if sum(hi - lo for lo, hi in self.known) > MAX_KNOWN_SHARE * total:
+            self.error = "renders write more than half of vita's memory"
+            return False
+        cmd_r, cmd_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the resident child: never returns
+            code = 0
+            try:
+                os.close(cmd_w)
+                os.close(rep_r)
+                self._serve(cmd_r, rep_w, regions)
+            except BaseException:
+                code = 4
+            finally:
+                os._exit(code)
+        os.close(cmd_r)
+        os.close(rep_w)
+        self._pid, self._cmd, self._reply = pid, cmd_w, rep_r
+        self.starts += 1
+        self._fresh += 1
+        return True
+
+    def _send(self, raw: list[float], todo: list[tuple[int, Played]]) -> None:
+        msg = [_HEAD.pack(len(raw), len(todo)), np.asarray(raw, np.float64).tobytes()]
+        for slot, p in todo:
+            msg.append(_NOTE.pack(slot, p.velocity, p.note_duration) + struct.pack("<i", p.note))
+        _write_all(self._cmd, b"".join(msg))
+
+    def _recv(self) -> tuple[bytes, int, list[Range]] | None:
+        """One reply, or None when the child died or overran its time (then killed)."""
+        deadline = time.monotonic() + self._timeout + 5.0
+        head = _read_exact(self._reply, _REPLY.size, deadline)
+        if head is None:
+            return None
+        kind, slot, n = _REPLY.unpack(head)
+        if kind == _UNSUPPORTED:
+            text = _read_exact(self._reply, n, deadline) or b""
+            self.error = text.decode(errors="replace") or "the resident child could not start"
+            return kind, slot, []
+        body = _read_exact(self._reply, n * _RANGE.size, deadline) if n else b""
+        if body is None:
+            return None
+        new = [_RANGE.unpack_from(body, k * _RANGE.size) for k in range(n)]
+        return kind, slot, new
+
+    def _learn(self, new: list[Range]) -> None:
+        self.known = merge(self.known + new)
+
+    def _stop(self, *, kill: bool) -> int | None:
+        """End the child; its wait status (None when it had to be killed)."""
+        if not self._pid:
+            return None
+        killed = False
+        if kill:
+            try:
+                pid, status = os.waitpid(self._pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self._pid, 0
+            if pid == 0:
+                os.kill(self._pid, signal.SIGKILL)
+                killed = True
+                status = os.waitpid(self._pid, 0)[1]
+        else:
+            status = os.waitpid(self._pid, 0)[1]
+        for fd in (self._cmd, self._reply):
+            os.close(fd)
+        self._pid, self._cmd, self._reply = 0, -1, -1
+        return None if killed else status
+
+    def close(self) -> None:
+        """End the resident child (it exits when its command pipe closes)."""
+        if self._pid:
+            os.close(self._cmd)
+            self._cmd = os.open(os.devnull, os.O_WRONLY)
+            self._stop(kill=False)
+
+    # -- the child's side --------------------------------------------------------------
+
+    def _serve(self, cmd: int, reply: int, regions: list[Range]) -> None:
+        """The resident child's loop: apply, render, copy the known pages back."""
+        _die_with_parent()
+        faulthandler.disable()  # a vita segfault is an expected outcome here
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        # Python's collector must not write into objects that live in vita's pages.
+        gc.disable()
+        gc.freeze()
+        try:
+            watch = WriteWatch(regions)
+            watch.protect(self.known, on=False)
+        except Unsupported as e:
+            text = str(e).encode()
+            _write_all(reply, _REPLY.pack(_UNSUPPORTED, 0, len(text)) + text)
+            return
+        copy = _Copy(self.known)
+        while True:
+            head = _read_exact(cmd, _HEAD.size, None)
+            if head is None:
+                return
+            n_raw, n_notes = _HEAD.unpack(head)
+            body = _read_exact(cmd, n_raw * 8 + n_notes * (_NOTE.size + 4), None)
+            if body is None:
+                return
+            raw = np.frombuffer(body, np.float64, n_raw).tolist()
+            off = n_raw * 8
+            for _ in range(n_notes):
+                slot, velocity, note_duration = _NOTE.unpack_from(body, off)
+                (note,) = struct.unpack_from("<i", body, off + _NOTE.size)
+                off += _NOTE.size + 4
+                signal.setitimer(signal.ITIMER_REAL, self._timeout)
+                self._set_raw(raw)
+                self._render_into(slot, Played(note, velocity, note_duration))
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                new = outside(watch.written(), self.known)
+                if new:
+                    msg = [_REPLY.pack(_TAINTED, slot, len(new))]
+                    msg += [_RANGE.pack(lo, hi) for lo, hi in new]
+                    _write_all(reply, b"".join(msg))
+                    return
+                copy.restore()
+                _write_all(reply, _REPLY.pack(_DONE, slot, 0))
+
+
+class _Copy:
+    """A copy of some page ranges of this process, to put back after each row."""
+
+    def __init__(self, ranges: list[Range]) -> None:
+        self._ranges = ranges
+        size = sum(hi - lo for lo, hi in ranges)
+        self._buf = ctypes.create_string_buffer(max(size, 1))
+        base = ctypes.addressof(self._buf)
+        self._plan: list[tuple[int, int, int]] = []
+        off = 0
+        for lo, hi in ranges:
+            self._plan.append((lo, base + off, hi - lo))
+            ctypes.memmove(base + off, lo, hi - lo)
+            off += hi - lo
+
+    def restore(self) -> None:
+        """Copy every range back."""
+        move = ctypes.memmove
+        for addr, saved, n in self._plan:
+            move(addr, saved, n)
+
+
+def _clip(ranges: list[Range], regions: list[Range]) -> list[Range]:
+    """``ranges`` cut to what ``regions`` still map (a heap can shrink)."""
+    out = []
+    for lo, hi in ranges:
+        for rlo, rhi in regions:
+            a, b = max(lo, rlo), min(hi, rhi)
+            if a < b:
+                out.append((a, b))
+    return merge(out)
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
+    """``n`` bytes from ``fd``; None at end of file or past ``deadline``."""
+    parts: list[bytes] = []
+    while n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+        chunk = os.read(fd, n)
+        if not chunk:
+            return None
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
