@@ -32,7 +32,6 @@ class WorkerContext:
     _current: ClassVar[WorkerContext | None] = None
 
     def __init__(self, settings: FarmSettings) -> None:
-        import vita
 
         self.settings = settings
         self.pid = os.getpid()
@@ -44,7 +43,7 @@ class WorkerContext:
         # Same order as a local run: the registry's throwaway Synth, then the engine's.
         self.registry = get_registry()
         # Built in vita's own thread and malloc arena (farm.render.pages).
-        self.synth = VitaThread.get().call(vita.Synth)
+        self.synth = VitaThread.get().new_synth()
         self._engines: dict[tuple[int, str], RenderEngine] = {}
         self._specs: dict[str, RunSpec] = {}
         self._meta: dict[str, dict[str, str]] = {}

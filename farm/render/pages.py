@@ -21,6 +21,7 @@ another libc), :func:`supported` says why and the engine forks per note as befor
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import ctypes
 import os
@@ -115,6 +116,17 @@ def _libc() -> Any:
     return libc
 
 
+def main_cache_holds(regions: list[Range]) -> bool:
+    """True when this thread's malloc cache (glibc's tcache) holds chunks of ``regions``:
+    vita memory freed by this thread, which its next small allocations would reuse."""
+    libc = _libc()
+    chunks = [libc.malloc(size) for size in range(24, 1033, 16) for _ in range(8)]
+    hit = any(lo <= p < hi for p in chunks for lo, hi in regions)
+    for p in chunks:
+        libc.free(p)
+    return hit
+
+
 class Unsupported(Exception):
     """The resident renderer cannot work in this process (the reason is the message)."""
 
@@ -125,20 +137,28 @@ class VitaThread:
     arena's heaps (:func:`arena_regions`) and never mix with Python's.
 
     One per process (:meth:`get`); it lives as long as the process, so no other thread
-    is ever handed its arena.
+    is ever handed its arena. Calls are handed over through two pipes, not Python's
+    locks and conditions: those allocate in the waiting thread and may be freed by the
+    other, and a chunk of vita's arena freed by another thread lands in that thread's
+    malloc cache, from where Python could take it (:func:`main_cache_holds`).
     """
 
     _instance: VitaThread | None = None
     _lock = threading.Lock()
 
     def __init__(self) -> None:
-        self._todo: list[tuple[Callable[[], Any], threading.Event, list[Any]]] = []
-        self._cv = threading.Condition()
+        self._todo: list[Callable[[], Any]] = []
+        self._out: list[Any] = []
+        self._owned: dict[int, Any] = {}
+        self._calls = threading.Lock()
+        self._req_r, self._req_w = os.pipe()
+        self._done_r, self._done_w = os.pipe()
         self.arena = 0
         self.error = ""
         self._thread = threading.Thread(target=self._loop, name="vita-arena", daemon=True)
         self._thread.start()
         self.call(self._probe)
+        atexit.register(self._drop_all)
 
     @classmethod
     def get(cls) -> VitaThread:
@@ -154,32 +174,60 @@ class VitaThread:
                 inst = cls._instance = VitaThread()
             return inst
 
+    def new_synth(self) -> Any:
+        """A new ``vita.Synth``, built in this thread and held here until :meth:`drop`."""
+
+        def build() -> Any:
+            import vita
+
+            synth = vita.Synth()
+            self._owned[id(synth)] = synth
+            return synth
+
+        return self.call(build)
+
+    def drop(self, key: int) -> None:
+        """Let go of the Synth whose ``id`` is ``key``: vita then frees its memory in this
+        thread, where it was allocated. While anything else still holds it, it stays here
+        for good (a leak, not a hazard): the last reference must not go in another thread.
+        """
+
+        def release() -> None:
+            synth = self._owned.get(key)
+            # The dict, this name and getrefcount's argument: nothing else.
+            if synth is not None and sys.getrefcount(synth) == 3:
+                del self._owned[key], synth
+
+        self.call(release)
+
+    def _drop_all(self) -> None:
+        if self._thread.is_alive():
+            self.call(self._owned.clear)
+
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the vita thread and return its result (or raise its error)."""
-        done = threading.Event()
-        out: list[Any] = []
-        with self._cv:
-            self._todo.append((fn, done, out))
-            self._cv.notify()
-        done.wait()
-        if isinstance(out[0], BaseException):
-            raise out[0]
-        return out[0]  # type: ignore[no-any-return]
+        with self._calls:
+            self._todo.append(fn)
+            os.write(self._req_w, b"c")
+            os.read(self._done_r, 1)
+            out = self._out.pop()
+        if isinstance(out, BaseException):
+            raise out
+        return out  # type: ignore[no-any-return]
 
     def _loop(self) -> None:
         while True:
-            with self._cv:
-                while not self._todo:
-                    self._cv.wait()
-                fn, done, out = self._todo.pop(0)
+            os.read(self._req_r, 1)
+            fn = self._todo.pop()
             try:
-                out.append(fn())
+                out = fn()
             except BaseException as e:  # handed to the caller
-                out.append(e)
-            done.set()
+                out = e
+            self._out.append(out)
             # Hold nothing between calls: a daemon thread's references outlive the
             # interpreter, and a Synth never destroyed aborts the process at exit.
-            del fn, done, out
+            del fn, out
+            os.write(self._done_w, b"d")
 
     def _probe(self) -> None:
         """Find this thread's arena: the header of the heap a fresh allocation lands in."""

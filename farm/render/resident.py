@@ -46,6 +46,7 @@ from farm.render.pages import (
     VitaThread,
     WriteWatch,
     arena_regions,
+    main_cache_holds,
     merge,
     outside,
 )
@@ -240,11 +241,14 @@ class Resident:
         return None if killed else status
 
     def close(self) -> None:
-        """End the resident child (it exits when its command pipe closes)."""
-        if self._pid:
-            os.close(self._cmd)
-            self._cmd = os.open(os.devnull, os.O_WRONLY)
-            self._stop(kill=False)
+        """End the resident child. It waits for a command and holds nothing: killing it
+        loses nothing, and waiting for end of file on its pipe could hang, since every
+        process forked from this one since holds a copy of the pipe."""
+        self._stop(kill=True)
+        self.error = self.error or "closed"
+        self._render_into = self._set_raw = _closed  # they hold the engine and its Synth
+        self.error = self.error or "closed"
+        self._render_into = self._set_raw = _closed  # they hold the engine and its Synth
 
     # -- the child's side --------------------------------------------------------------
 
@@ -258,6 +262,10 @@ class Resident:
         gc.disable()
         gc.freeze()
         try:
+            if main_cache_holds(regions):
+                raise Unsupported(
+                    "vita's memory was freed outside its thread (a Synth destroyed there)"
+                )
             watch = WriteWatch(regions)
             watch.protect(self.known, on=False)
         except Unsupported as e:
@@ -313,6 +321,10 @@ class _Copy:
         move = ctypes.memmove
         for addr, saved, n in self._plan:
             move(addr, saved, n)
+
+
+def _closed(*_: object) -> None:
+    raise RuntimeError("the render engine is closed")
 
 
 def _clip(ranges: list[Range], regions: list[Range]) -> list[Range]:
