@@ -5,13 +5,16 @@ rows, all measured in this one run (the machine is shared and noisy: read the ra
   processes, shards, collector), wall time of the whole command;
 * **bare clean**: K plain processes rendering the same jobs (the prefix of jobs the farm's
   file holds) with the same clean-state engine and validator: no queue, no storage;
+* **bare forked**: the same with the resident renderer off (a fork per note, as before it);
 * **bare reused**: the same K-process loop with one reused Synth per process (faster, but a
   reused Synth leaks state between renders: its labels are wrong for a few percent of rows).
 
-Rows/s counts accepted rows of the same jobs for all three. Prints farm / bare (the farm's
-overhead) and bare / reused (the price of clean state).
+Rows/s counts the farm's rows for all of them (the same jobs). Prints farm / bare clean
+(the farm's own overhead), farm / bare reused (everything clean state and the farm cost)
+and bare clean / bare reused (the price of clean state).
 
     python bench/throughput.py [--n 600] [--tier 2] [--workers 2] [--batch-size 16]
+        [--render-duration 2.0 --note-duration 1.5]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def _loop(
 
     spec = RunSpec.from_json(spec_json)
     tp = tier_params(get_registry(), spec.tier)
-    engine = RenderEngine(tp, spec.render)
+    engine = RenderEngine(tp, spec.render, resident=method == "clean")
     reuse = _Reused(engine) if method == "reused" else None
     rows = 0
     while True:
@@ -114,6 +117,8 @@ def main() -> None:
     ap.add_argument("--tier", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--render-duration", type=float, default=2.0)
+    ap.add_argument("--note-duration", type=float, default=1.5)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
@@ -121,6 +126,8 @@ def main() -> None:
             *(sys.executable, "-m", "farm.cli", "submit"),
             *("--tier", str(a.tier), "-n", str(a.n), "--workers", str(a.workers)),
             *("--batch-size", str(a.batch_size), "-o", "bench.h5"),
+            *("--render-duration", str(a.render_duration)),
+            *("--note-duration", str(a.note_duration)),
         ]
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -130,21 +137,28 @@ def main() -> None:
             spec_json = str(f.attrs["run_spec"])
             renders = int(f.attrs["renders"])
     t_clean, rows_clean = bare(spec_json, "clean", jobs, a.workers)
+    t_forked, rows_forked = bare(spec_json, "forked", jobs, a.workers)
     t_reused, rows_reused = bare(spec_json, "reused", jobs, a.workers)
-    print(f"{jobs} jobs, {renders} renders, n={a.n}, tier {a.tier}, {a.workers} processes")
-    print(f"farm submit (embedded)   {t_farm:7.1f} s  {a.n / t_farm:6.2f} rows/s")
     print(
-        f"bare loop, clean state   {t_clean:7.1f} s  {a.n / t_clean:6.2f} rows/s "
-        f"({rows_clean} valid rows in those jobs)"
+        f"{jobs} jobs, {renders} renders, n={a.n}, tier {a.tier}, {a.workers} processes, "
+        f"{a.render_duration:g} s renders"
     )
+    print(f"farm submit (embedded)   {t_farm:7.1f} s  {a.n / t_farm:6.2f} rows/s")
+    for name, t, rows in (
+        ("bare loop, clean state ", t_clean, rows_clean),
+        ("bare loop, fork a note ", t_forked, rows_forked),
+    ):
+        print(f"{name}  {t:7.1f} s  {a.n / t:6.2f} rows/s ({rows} valid rows in those jobs)")
     print(
         f"bare loop, reused Synth  {t_reused:7.1f} s  {a.n / t_reused:6.2f} rows/s "
         f"({rows_reused} valid rows: leaked state changes which pass)"
     )
-    print(f"farm / bare clean throughput       = {t_clean / t_farm:.3f}")
+    print(f"farm / bare clean throughput        = {t_clean / t_farm:.3f}")
+    print(f"farm / bare reused throughput       = {t_reused / t_farm:.3f}")
     print(
         f"bare clean / bare reused throughput = {t_reused / t_clean:.3f} "
-        f"(price of clean state {t_clean / t_reused - 1:+.1%})"
+        f"(price of clean state {t_clean / t_reused - 1:+.1%}; a fork per note: "
+        f"{t_forked / t_reused - 1:+.1%})"
     )
 
 

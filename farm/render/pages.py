@@ -104,6 +104,12 @@ _PAGEMAP_SCAN = _iowr(ord("f"), 16, ctypes.sizeof(_ScanArg))
 
 Range = tuple[int, int]
 T = TypeVar("T")
+#: Threads started at most to find an arena no thread used before (glibc allows 8 per core).
+_ARENA_TRIES = 64
+
+
+def _STOP() -> None:
+    """The call that ends a :class:`VitaThread`'s loop."""
 
 
 def _libc() -> Any:
@@ -119,7 +125,7 @@ def _libc() -> Any:
 def main_cache_holds(regions: list[Range]) -> bool:
     """True when this thread's malloc cache (glibc's tcache) holds chunks of ``regions``:
     vita memory freed by this thread, which its next small allocations would reuse."""
-    libc = _libc()
+    libc = _LIBC
     chunks = [libc.malloc(size) for size in range(24, 1033, 16) for _ in range(8)]
     hit = any(lo <= p < hi for p in chunks for lo, hi in regions)
     for p in chunks:
@@ -153,11 +159,11 @@ class VitaThread:
         self._calls = threading.Lock()
         self._req_r, self._req_w = os.pipe()
         self._done_r, self._done_w = os.pipe()
-        self.arena = 0
+        self.arena = self.heap = 0
         self.error = ""
         self._thread = threading.Thread(target=self._loop, name="vita-arena", daemon=True)
         self._thread.start()
-        self.call(self._probe)
+        self._probe()
         atexit.register(self._drop_all)
 
     @classmethod
@@ -171,8 +177,28 @@ class VitaThread:
                     # Before the first vita allocation: buffers up to 32 MiB come from the
                     # arena's heaps, never from a private mmap the page watch would miss.
                     ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
-                inst = cls._instance = VitaThread()
+                inst = cls._instance = cls._fresh()
             return inst
+
+    @classmethod
+    def _fresh(cls) -> VitaThread:
+        """A vita thread on a malloc arena no other thread has used. glibc hands a new
+        thread an arena from its free list first, and a forked child finds every arena of
+        its parent's threads there, with whatever those threads left in them. So threads
+        are started, and kept busy, until one lands in a heap that did not exist before."""
+        stale: list[VitaThread] = []
+        try:
+            for _ in range(_ARENA_TRIES):
+                before = {lo for lo, _ in _anon_rw() if lo % HEAP_ALIGN == 0}
+                vt = VitaThread()
+                if vt.error or vt.heap not in before:
+                    return vt
+                stale.append(vt)  # holds that used arena while the next thread looks
+            vt.error = f"no fresh malloc arena after {_ARENA_TRIES} threads"
+            return vt
+        finally:
+            for old in stale[:-1] if stale and stale[-1].error else stale:
+                old._stop()
 
     def new_synth(self) -> Any:
         """A new ``vita.Synth``, built in this thread and held here until :meth:`drop`."""
@@ -219,6 +245,8 @@ class VitaThread:
         while True:
             os.read(self._req_r, 1)
             fn = self._todo.pop()
+            if fn is _STOP:
+                return
             try:
                 out = fn()
             except BaseException as e:  # handed to the caller
@@ -230,20 +258,35 @@ class VitaThread:
             os.write(self._done_w, b"d")
 
     def _probe(self) -> None:
-        """Find this thread's arena: the header of the heap a fresh allocation lands in."""
+        """Find this thread's arena: the header of the heap a fresh allocation lands in.
+        Only the allocation runs in the thread: Python garbage made there (ctypes makes
+        classes, which only the cycle collector frees, in whatever thread it runs) would
+        be vita memory freed by another thread."""
         if sys.platform != "linux":
             self.error = "not Linux"
             return
-        libc = _libc()
-        p = libc.malloc(64)
-        try:
-            heap = p & ~(HEAP_ALIGN - 1)
-            if not any(lo == heap for lo, _ in _anon_rw()):
-                self.error = "vita's thread shares the main malloc arena"
-                return
-            self.arena = ctypes.c_uint64.from_address(heap).value
-        finally:
-            libc.free(p)
+        libc = _LIBC or _libc()
+        p = int(self.call(lambda: _free_after(libc, libc.malloc(64))))
+        self.heap = p & ~(HEAP_ALIGN - 1)
+        if not any(lo == self.heap for lo, _ in _anon_rw()):
+            self.error = "vita's thread shares the main malloc arena"
+            return
+        self.arena = ctypes.c_uint64.from_address(self.heap).value
+
+    def _stop(self) -> None:
+        """End the thread (its arena goes back to glibc's free list)."""
+        with self._calls:
+            self._todo.append(_STOP)
+            os.write(self._req_w, b"s")
+        self._thread.join()
+
+
+def _free_after(libc: Any, p: int) -> int:
+    libc.free(p)
+    return p
+
+
+_LIBC: Any = _libc() if sys.platform == "linux" else None
 
 
 def _maps() -> list[tuple[int, int, str, str]]:
@@ -261,23 +304,36 @@ def _anon_rw() -> list[Range]:
 
 
 def arena_regions(arena: int, module_file: str) -> list[Range]:
-    """The memory that holds vita's state: every heap of ``arena`` (read from each
-    aligned anonymous mapping's glibc ``heap_info`` header) and the writable segments of
-    the extension module ``module_file`` with the anonymous ``.bss`` right after them."""
+    """The memory that holds vita's state: every heap of ``arena`` and the writable
+    segments of the extension module ``module_file`` with the anonymous ``.bss`` right
+    after them.
+
+    A heap is found by glibc's ``heap_info`` header at its 64 MiB-aligned start, which
+    names its arena. The heap is every writable anonymous mapping inside that aligned
+    64 MiB: the kernel may split one heap into several mappings.
+    """
     maps = _maps()
+    heaps = {
+        lo
+        for lo, _, perm, path in maps
+        if perm == "rw-p"
+        and not path
+        and lo % HEAP_ALIGN == 0
+        and ctypes.c_uint64.from_address(lo).value == arena
+    }
     regions = []
     for i, (lo, hi, perm, path) in enumerate(maps):
         if perm != "rw-p":
             continue
-        if not path and lo % HEAP_ALIGN == 0 and ctypes.c_uint64.from_address(lo).value == arena:
-            regions.append((lo, hi))
+        if not path and lo - lo % HEAP_ALIGN in heaps:
+            regions.append((lo, min(hi, lo - lo % HEAP_ALIGN + HEAP_ALIGN)))
         elif path == module_file:
             regions.append((lo, hi))
             if i + 1 < len(maps):
                 nlo, nhi, nperm, npath = maps[i + 1]
                 if nlo == hi and nperm == "rw-p" and not npath:
                     regions.append((nlo, nhi))
-    return sorted(regions)
+    return merge(regions)
 
 
 class WriteWatch:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import faulthandler
 import gc
+import logging
 import os
 import select
 import signal
@@ -57,6 +58,7 @@ MAX_KNOWN_SHARE = 0.5
 #: Stop when this many children in a row had to be replaced before a single clean reuse.
 MAX_FRESH_STARTS = 64
 
+_log = logging.getLogger(__name__)
 _HEAD = struct.Struct("<ii")  # raw values, notes
 _NOTE = struct.Struct("<idd")  # slot, velocity, note duration (+ note below)
 _REPLY = struct.Struct("<cii")  # kind, slot, count of new ranges
@@ -99,7 +101,9 @@ class Resident:
         self._timeout = timeout_s
         self._timed_out = timed_out
         self.arena = VitaThread.get().arena
-        self.error = VitaThread.get().error
+        self.error = ""
+        if VitaThread.get().error:
+            self._off(VitaThread.get().error)
         self._module = _module_file()
         self.known: list[Range] = []
         self._pid = 0
@@ -137,9 +141,7 @@ class Resident:
                     )
                     if not timed_out:
                         if status is not None and os.WIFEXITED(status):
-                            self.error = (
-                                f"the resident child failed (exit {os.WEXITSTATUS(status)})"
-                            )
+                            self._off(f"the resident child failed (exit {os.WEXITSTATUS(status)})")
                         return [s for s, _ in todo]  # the fork path judges the crash
                     self._outcome[slot] = self._timed_out
                     todo.pop(0)
@@ -163,13 +165,13 @@ class Resident:
         if not self.usable:
             return False
         if self._fresh >= MAX_FRESH_STARTS:
-            self.error = f"{MAX_FRESH_STARTS} resident children in a row wrote new pages"
+            self._off(f"{MAX_FRESH_STARTS} resident children in a row wrote new pages")
             return False
         regions = arena_regions(self.arena, self._module)
         total = sum(hi - lo for lo, hi in regions)
         self.known = _clip(self.known, regions)
         if sum(hi - lo for lo, hi in self.known) > MAX_KNOWN_SHARE * total:
-            self.error = "renders write more than half of vita's memory"
+            self._off("renders write more than half of vita's memory")
             return False
         cmd_r, cmd_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -208,13 +210,19 @@ class Resident:
         kind, slot, n = _REPLY.unpack(head)
         if kind == _UNSUPPORTED:
             text = _read_exact(self._reply, n, deadline) or b""
-            self.error = text.decode(errors="replace") or "the resident child could not start"
+            self._off(text.decode(errors="replace") or "the resident child could not start")
             return kind, slot, []
         body = _read_exact(self._reply, n * _RANGE.size, deadline) if n else b""
         if body is None:
             return None
         new = [_RANGE.unpack_from(body, k * _RANGE.size) for k in range(n)]
         return kind, slot, new
+
+    def _off(self, reason: str) -> None:
+        """Stop using the resident renderer, and say why once (rows stay clean: the engine
+        forks per note instead)."""
+        self.error = reason
+        _log.warning("resident renderer off (%s): a fork per note from now on", reason)
 
     def _learn(self, new: list[Range]) -> None:
         self.known = merge(self.known + new)
@@ -245,8 +253,6 @@ class Resident:
         loses nothing, and waiting for end of file on its pipe could hang, since every
         process forked from this one since holds a copy of the pipe."""
         self._stop(kill=True)
-        self.error = self.error or "closed"
-        self._render_into = self._set_raw = _closed  # they hold the engine and its Synth
         self.error = self.error or "closed"
         self._render_into = self._set_raw = _closed  # they hold the engine and its Synth
 
