@@ -31,6 +31,9 @@ from pathlib import Path
 
 import h5py
 
+from coordinator.run import batch_for
+from farm.config import RunSpec
+
 
 def _loop(
     spec_json: str, method: str, jobs: int, counter: object, lock: object, out: object
@@ -116,7 +119,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--tier", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the farm's choice")
     ap.add_argument("--render-duration", type=float, default=2.0)
     ap.add_argument("--note-duration", type=float, default=1.5)
     a = ap.parse_args()
@@ -125,7 +128,8 @@ def main() -> None:
         cmd = [
             *(sys.executable, "-m", "farm.cli", "submit"),
             *("--tier", str(a.tier), "-n", str(a.n), "--workers", str(a.workers)),
-            *("--batch-size", str(a.batch_size), "-o", "bench.h5"),
+            *(("--batch-size", str(a.batch_size)) if a.batch_size else ()),
+            *("-o", "bench.h5"),
             *("--render-duration", str(a.render_duration)),
             *("--note-duration", str(a.note_duration)),
         ]
@@ -133,14 +137,21 @@ def main() -> None:
         subprocess.run(cmd, cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
         t_farm = time.perf_counter() - t0
         with h5py.File(Path(tmp) / "data" / "bench.h5", "r") as f:
-            jobs = int(f["metadata/job"][-1]) + 1
-            spec_json = str(f.attrs["run_spec"])
+            spec = RunSpec.from_json(str(f.attrs["run_spec"]))
+            # The stored key is (block, index in block); the bare loops render the same
+            # jobs as the farm: the farm's batch size, up to the file's last preset.
+            last = int(f["metadata/job"][-1]) * spec.sampling.block + int(f["metadata/preset"][-1])
             renders = int(f.attrs["renders"])
+        batch = a.batch_size or batch_for(spec, a.workers)
+        spec = spec.model_copy(update={"batch_size": batch})
+        spec_json = spec.model_dump_json()
+        jobs = last // batch + 1
     t_clean, rows_clean = bare(spec_json, "clean", jobs, a.workers)
     t_forked, rows_forked = bare(spec_json, "forked", jobs, a.workers)
     t_reused, rows_reused = bare(spec_json, "reused", jobs, a.workers)
     print(
-        f"{jobs} jobs, {renders} renders, n={a.n}, tier {a.tier}, {a.workers} processes, "
+        f"{jobs} jobs of {batch} presets, {renders} renders, n={a.n}, tier {a.tier}, "
+        f"{a.workers} processes, "
         f"{a.render_duration:g} s renders"
     )
     print(f"farm submit (embedded)   {t_farm:7.1f} s  {a.n / t_farm:6.2f} rows/s")

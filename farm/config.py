@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_NOTES = (48, 60, 72)
+#: Presets per job unless the user or the embedded submitter says otherwise.
+DEFAULT_BATCH = 16
 #: The tiers a run can label (see :mod:`farm.params.tiers`).
 TIERS = (1, 2, 3)
 #: Finished jobs in a row with no accepted row before a run fails (thresholds too strict).
@@ -317,7 +319,7 @@ class RunSpec(_Frozen):
     n: int = Field(..., gt=0)
     """Accepted rows (one note of one preset) in the final file."""
     seed: int = Field(0, ge=0, lt=2**63)
-    batch_size: int = Field(16, ge=1, le=4096)
+    batch_size: int = Field(DEFAULT_BATCH, ge=1, le=4096)
     """Presets per job: scheduling only (the rows do not depend on it; see
     ``SamplingSettings.block``)."""
     part_rows: int | None = Field(None, ge=1)

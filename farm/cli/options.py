@@ -109,7 +109,12 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-o", "--output", default=None, help="Output [default: tier{T}_{n}.h5]."),
         seed_option,
         click.option(
-            "--batch-size", type=int, default=16, show_default=True, help="Presets per job."
+            "--batch-size",
+            type=int,
+            default=None,
+            help="Presets per job (it never changes the rows) [default: 16; a small embedded "
+            "farm submit takes fewer, so each worker gets at least 8 jobs and the run's last "
+            "job is short].",
         ),
         click.option(
             "--notes",
@@ -281,6 +286,7 @@ def build_spec(kw: dict[str, Any]) -> Any:
     """A RunSpec from the spec options (one-line errors for bad values)."""
     from farm.cli.like import like_with, liked_spec
     from farm.config import (
+        DEFAULT_BATCH,
         CompressionSettings,
         RenderSettings,
         RunSpec,
@@ -306,7 +312,7 @@ def build_spec(kw: dict[str, Any]) -> Any:
             tier=tier,
             n=n,
             seed=kw["seed"],
-            batch_size=kw["batch_size"],
+            batch_size=kw["batch_size"] or DEFAULT_BATCH,
             render=RenderSettings(
                 notes=_notes(kw["notes"], kw["notes_per_preset"]),
                 velocity=_span(kw["velocity"], float, "--velocity"),

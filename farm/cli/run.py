@@ -208,7 +208,7 @@ def register(cli: click.Group) -> None:
     )  # fmt: skip
     def submit(**kw: Any) -> None:
         """Render a dataset on the farm (embedded Redis and local workers by default)."""
-        from coordinator.run import window_for
+        from coordinator.run import batch_for, window_for
         from farm.config import Faults
         from farm.disk import check_disk
         from farm.paths import check_output, resolve_output, run_output
@@ -224,6 +224,8 @@ def register(cli: click.Group) -> None:
         local = None if settings.broker_url else local_workers(kw["workers"])
         if local is not None and kw["wait"] is False:
             raise UsageError("--detach needs a broker: the embedded workers stop with farm")
+        if local is not None and kw["batch_size"] is None:
+            spec = spec.model_copy(update={"batch_size": batch_for(spec, local)})
         dataset_options(spec.compression)  # a plugin codec this machine lacks
         check_dirs(kw["community_dirs"])
         default = f"tier{spec.tier}_{spec.n}.h5"
@@ -238,7 +240,7 @@ def register(cli: click.Group) -> None:
             kill_jobs=kw["kill_jobs"],
             collect_delay_s=kw["collect_delay"],
         )
-        what = f"{spec.n} rows of tier {spec.tier}"
+        what = f"{spec.n} rows of tier {spec.tier} in jobs of {spec.batch_size} presets"
         start_run(settings, spec, output=rel, kw=kw, started=started, what=what, faults=faults)
 
     @cli.command()
