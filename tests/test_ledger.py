@@ -142,3 +142,20 @@ def test_start_beat_lost_and_reclaim(client: redis.Redis) -> None:
     assert ledger.move(COLLECTING, only_from=("running",))
     assert ledger.reclaim_collector(0.0)  # silent for more than 0 s: taken
     assert not ledger.reclaim_collector(30.0)  # just taken: not again
+
+
+def test_small_embedded_runs_get_smaller_jobs() -> None:
+    """At least 8 jobs per local worker, from jobs of 16 presets down to 2; large runs and
+    many workers alike keep it within those bounds."""
+    from coordinator.run import batch_for
+    from farm.config import RunSpec
+
+    assert batch_for(RunSpec(tier=2, n=300), 2) == 8  # 200 presets guessed: 25 jobs
+    assert batch_for(RunSpec(tier=2, n=600), 2) == 16
+    assert batch_for(RunSpec(tier=2, n=100_000), 16) == 16
+    assert batch_for(RunSpec(tier=1, n=30), 2) == 2
+    for n in (1, 50, 300, 5_000):
+        for workers in (1, 2, 16):
+            b = batch_for(RunSpec(tier=2, n=n), workers)
+            presets = n / 3 / 0.5
+            assert 2 <= b <= 16 and (b == 2 or presets / b >= 8 * workers)
