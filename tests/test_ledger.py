@@ -148,7 +148,6 @@ def test_small_embedded_runs_get_smaller_jobs() -> None:
     """At least 8 jobs per local worker, from jobs of 16 presets down to 2; large runs and
     many workers alike keep it within those bounds."""
     from coordinator.run import batch_for
-    from farm.config import RunSpec
 
     assert batch_for(RunSpec(tier=2, n=300), 2) == 8  # 200 presets guessed: 25 jobs
     assert batch_for(RunSpec(tier=2, n=600), 2) == 16
