@@ -32,7 +32,6 @@ class WorkerContext:
     _current: ClassVar[WorkerContext | None] = None
 
     def __init__(self, settings: FarmSettings) -> None:
-
         self.settings = settings
         self.pid = os.getpid()
         host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "host"

@@ -176,7 +176,7 @@ class VitaThread:
                 if sys.platform == "linux":
                     # Before the first vita allocation: buffers up to 32 MiB come from the
                     # arena's heaps, never from a private mmap the page watch would miss.
-                    ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+                    _LIBC.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
                 inst = cls._instance = cls._fresh()
             return inst
 
@@ -194,10 +194,11 @@ class VitaThread:
                 if vt.error or vt.heap not in before:
                     return vt
                 stale.append(vt)  # holds that used arena while the next thread looks
+            vt = stale.pop()
             vt.error = f"no fresh malloc arena after {_ARENA_TRIES} threads"
             return vt
         finally:
-            for old in stale[:-1] if stale and stale[-1].error else stale:
+            for old in stale:
                 old._stop()
 
     def new_synth(self) -> Any:
@@ -265,8 +266,7 @@ class VitaThread:
         if sys.platform != "linux":
             self.error = "not Linux"
             return
-        libc = _LIBC or _libc()
-        p = int(self.call(lambda: _free_after(libc, libc.malloc(64))))
+        p = int(self.call(lambda: _free_after(_LIBC, _LIBC.malloc(64))))
         self.heap = p & ~(HEAP_ALIGN - 1)
         if not any(lo == self.heap for lo, _ in _anon_rw()):
             self.error = "vita's thread shares the main malloc arena"
@@ -279,6 +279,8 @@ class VitaThread:
             self._todo.append(_STOP)
             os.write(self._req_w, b"s")
         self._thread.join()
+        for fd in (self._req_r, self._req_w, self._done_r, self._done_w):
+            os.close(fd)
 
 
 def _free_after(libc: Any, p: int) -> int:
@@ -348,7 +350,7 @@ class WriteWatch:
     """
 
     def __init__(self, regions: list[Range]) -> None:
-        self._libc = libc = _libc()
+        self._libc = libc = _LIBC
         nr = _SYS_USERFAULTFD.get(platform.machine())
         if nr is None:
             raise Unsupported(f"no userfaultfd number known for {platform.machine()}")

@@ -60,7 +60,7 @@ MAX_FRESH_STARTS = 64
 
 _log = logging.getLogger(__name__)
 _HEAD = struct.Struct("<ii")  # raw values, notes
-_NOTE = struct.Struct("<idd")  # slot, velocity, note duration (+ note below)
+_NOTE = struct.Struct("<iidd")  # slot, note, velocity, note duration
 _REPLY = struct.Struct("<cii")  # kind, slot, count of new ranges
 _RANGE = struct.Struct("<QQ")
 _DONE, _TAINTED, _UNSUPPORTED = b"D", b"T", b"U"
@@ -100,10 +100,11 @@ class Resident:
         self._outcome = outcome
         self._timeout = timeout_s
         self._timed_out = timed_out
-        self.arena = VitaThread.get().arena
+        vt = VitaThread.get()
+        self.arena = vt.arena
         self.error = ""
-        if VitaThread.get().error:
-            self._off(VitaThread.get().error)
+        if vt.error:
+            self._off(vt.error)
         self._module = _module_file()
         self.known: list[Range] = []
         self._pid = 0
@@ -198,7 +199,7 @@ class Resident:
     def _send(self, raw: list[float], todo: list[tuple[int, Played]]) -> None:
         msg = [_HEAD.pack(len(raw), len(todo)), np.asarray(raw, np.float64).tobytes()]
         for slot, p in todo:
-            msg.append(_NOTE.pack(slot, p.velocity, p.note_duration) + struct.pack("<i", p.note))
+            msg.append(_NOTE.pack(slot, p.note, p.velocity, p.note_duration))
         _write_all(self._cmd, b"".join(msg))
 
     def _recv(self) -> tuple[bytes, int, list[Range]] | None:
@@ -284,15 +285,14 @@ class Resident:
             if head is None:
                 return
             n_raw, n_notes = _HEAD.unpack(head)
-            body = _read_exact(cmd, n_raw * 8 + n_notes * (_NOTE.size + 4), None)
+            body = _read_exact(cmd, n_raw * 8 + n_notes * _NOTE.size, None)
             if body is None:
                 return
             raw = np.frombuffer(body, np.float64, n_raw).tolist()
             off = n_raw * 8
             for _ in range(n_notes):
-                slot, velocity, note_duration = _NOTE.unpack_from(body, off)
-                (note,) = struct.unpack_from("<i", body, off + _NOTE.size)
-                off += _NOTE.size + 4
+                slot, note, velocity, note_duration = _NOTE.unpack_from(body, off)
+                off += _NOTE.size
                 signal.setitimer(signal.ITIMER_REAL, self._timeout)
                 self._set_raw(raw)
                 self._render_into(slot, Played(note, velocity, note_duration))
@@ -311,7 +311,6 @@ class _Copy:
     """A copy of some page ranges of this process, to put back after each row."""
 
     def __init__(self, ranges: list[Range]) -> None:
-        self._ranges = ranges
         size = sum(hi - lo for lo, hi in ranges)
         self._buf = ctypes.create_string_buffer(max(size, 1))
         base = ctypes.addressof(self._buf)
