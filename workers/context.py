@@ -6,6 +6,7 @@ import os
 import re
 import secrets
 import socket
+from collections import OrderedDict
 from typing import Any, ClassVar
 
 import redis
@@ -20,6 +21,10 @@ from farm.render.engine import RenderEngine
 from farm.render.pages import VitaThread
 from farm.settings import FarmSettings
 from farm.store import Store
+
+#: Engines a worker process keeps (one per tier and render settings, each with a resident
+#: child of a few hundred MB): the least recently used one is closed.
+ENGINES_KEPT = 2
 
 
 class WorkerContext:
@@ -43,7 +48,8 @@ class WorkerContext:
         self.registry = get_registry()
         # Built in vita's own thread and malloc arena (farm.render.pages).
         self.synth = VitaThread.get().new_synth()
-        self._engines: dict[tuple[int, str], RenderEngine] = {}
+        self._engines: OrderedDict[tuple[int, str], RenderEngine] = OrderedDict()
+        self._rate: int | None = None  # the sample rate the Synth is prepared at
         self._specs: dict[str, RunSpec] = {}
         self._meta: dict[str, dict[str, str]] = {}
         self._libraries: dict[str, Library] = {}
@@ -116,12 +122,30 @@ class WorkerContext:
         return self._libraries[sha]
 
     def engine(self, spec: RunSpec) -> RenderEngine:
-        """The render engine for a spec's tier and render settings, sharing the Synth."""
+        """The render engine for a spec's tier and render settings, with the Synth at its
+        sample rate.
+
+        All engines share the process's one Synth, as a local run has one: a second Synth
+        in a process renders some presets differently (docs/vita.md). An engine sets the
+        sample rate and the init preset on it, and preparing it again (even at the same
+        rate) changes some tier-3 renders, so it is prepared only when it is at another
+        sample rate. Engines at one sample rate therefore render what a fresh worker does,
+        whatever runs the worker served before.
+        """
         key = (spec.tier, spec.render.model_dump_json())
-        if key not in self._engines:
+        rate = spec.render.sample_rate
+        engine = self._engines.get(key)
+        if engine is None:
+            while len(self._engines) >= ENGINES_KEPT:
+                self._engines.popitem(last=False)[1].close()
             tp = tier_params(self.registry, spec.tier)
-            self._engines[key] = RenderEngine(tp, spec.render, synth=self.synth)
-        return self._engines[key]
+            engine = RenderEngine(tp, spec.render, synth=self.synth, prepared=self._rate == rate)
+            self._engines[key] = engine
+        elif self._rate != rate:
+            engine.prepare()
+        self._engines.move_to_end(key)
+        self._rate = rate
+        return engine
 
     def close(self) -> Any:
         """Release the engines' shared buffers."""

@@ -96,7 +96,13 @@ class RenderEngine:
     """
 
     def __init__(
-        self, tp: TierParams, settings: RenderSettings, synth: Any = None, *, resident: bool = True
+        self,
+        tp: TierParams,
+        settings: RenderSettings,
+        synth: Any = None,
+        *,
+        resident: bool = True,
+        prepared: bool = False,
     ) -> None:
         vt = VitaThread.get()
         self._owns_synth = synth is None
@@ -105,14 +111,8 @@ class RenderEngine:
         self.tp = tp
         self.settings = settings
         self.synth = synth
-
-        def init() -> None:
-            synth.set_sample_rate(settings.sample_rate)
-            synth.load_init_preset()
-
-        # vita allocates in its own thread and arena; Python's lists stay in this one
-        # (farm.render.pages).
-        vt.call(init)
+        if not prepared:
+            self.prepare()
         self.applier = LabelApplier(synth, tp)
         self._shape = (2, settings.samples)
         row_bytes = 2 * settings.samples * 4
@@ -132,6 +132,24 @@ class RenderEngine:
             if resident
             else None
         )
+
+    def prepare(self) -> None:
+        """Put the Synth in this engine's state: its sample rate and the init preset.
+
+        Every render forks from (or, resident, was forked from) that state. A Synth
+        prepared twice renders some presets differently from one prepared once (tier-3
+        modulations, docs/vita.md), so engines that share a Synth prepare it only when it
+        is at another sample rate.
+        """
+        synth, rate = self.synth, self.settings.sample_rate
+
+        def init() -> None:
+            synth.set_sample_rate(rate)
+            synth.load_init_preset()
+
+        # vita allocates in its own thread and arena; Python's lists stay in this one
+        # (farm.render.pages).
+        VitaThread.get().call(init)
 
     def render(
         self,
