@@ -3,8 +3,10 @@ rows, all measured in this one run (the machine is shared and noisy: read the ra
 
 * **farm**: ``farm submit --tier T -n N --workers K`` (embedded Redis, K Celery worker
   processes, shards, collector), wall time of the whole command;
-* **bare clean**: K plain processes rendering the same jobs (the prefix of jobs the farm's
-  file holds) with the same clean-state engine and validator: no queue, no storage;
+* **bare clean**: K plain processes rendering the same presets (every preset up to the
+  farm's file's last one), taking one preset at a time from a shared counter (so they end
+  within one preset of each other: an ideal schedule), with the same clean-state engine
+  and validator: no queue, no storage;
 * **bare forked**: the same with the resident renderer off (a fork per note, as before it);
 * **bare reused**: the same K-process loop with one reused Synth per process (faster, but a
   reused Synth leaks state between renders: its labels are wrong for a few percent of rows).
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -36,12 +39,12 @@ from farm.config import RunSpec
 
 
 def _loop(
-    spec_json: str, method: str, jobs: int, counter: object, lock: object, out: object
+    spec_json: str, method: str, presets: int, counter: object, lock: object, out: object
 ) -> None:
-    """One bare process: take jobs from the shared counter until ``jobs``; puts its
+    """One bare process: take presets from the shared counter until ``presets``; puts its
     accepted rows on ``out``."""
     from farm.config import RunSpec
-    from farm.jobs.plan import sample_job
+    from farm.jobs.plan import sample_presets
     from farm.jobs.render import render_job
     from farm.params.registry import get_registry
     from farm.params.tiers import tier_params
@@ -54,14 +57,14 @@ def _loop(
     rows = 0
     while True:
         with lock:  # type: ignore[attr-defined]
-            job = counter.value  # type: ignore[attr-defined]
+            g = counter.value  # type: ignore[attr-defined]
             counter.value += 1  # type: ignore[attr-defined]
-        if job >= jobs:
+        if g >= presets:
             out.put(rows)  # type: ignore[attr-defined]
             return
-        labels = sample_job(spec, tp, job)
+        labels = sample_presets(spec, tp, [g])
         if reuse is None:
-            rows += len(render_job(engine, spec, job, labels).rows)
+            rows += len(render_job(engine, spec, 0, labels, first=g).rows)
         else:
             rows += reuse.job(spec, labels)
 
@@ -73,7 +76,7 @@ class _Reused:
         self.synth = engine.synth  # type: ignore[attr-defined]
         self.applier = engine.applier  # type: ignore[attr-defined]
 
-    def job(self, spec: object, labels: list[object]) -> int:
+    def job(self, spec: object, labels: Sequence[object]) -> int:
         from farm.render.validate import validate
 
         r = spec.render  # type: ignore[attr-defined]
@@ -89,14 +92,14 @@ class _Reused:
         return rows
 
 
-def bare(spec_json: str, method: str, jobs: int, workers: int) -> tuple[float, int]:
-    """Wall time (process start included) and accepted rows of ``jobs`` jobs on
-    ``workers`` fresh processes."""
+def bare(spec_json: str, method: str, presets: int, workers: int) -> tuple[float, int]:
+    """Wall time (process start included) and accepted rows of presets 0 to
+    ``presets - 1`` on ``workers`` fresh processes."""
     ctx = mp.get_context("spawn")  # fresh processes, as a worker starts
     counter, lock, out = ctx.Value("i", 0), ctx.Lock(), ctx.Queue()
     t0 = time.perf_counter()
     procs = [
-        ctx.Process(target=_loop, args=(spec_json, method, jobs, counter, lock, out))
+        ctx.Process(target=_loop, args=(spec_json, method, presets, counter, lock, out))
         for _ in range(workers)
     ]
     for p in procs:
@@ -138,21 +141,18 @@ def main() -> None:
         t_farm = time.perf_counter() - t0
         with h5py.File(Path(tmp) / "data" / "bench.h5", "r") as f:
             spec = RunSpec.from_json(str(f.attrs["run_spec"]))
-            # The stored key is (block, index in block); the bare loops render the same
-            # jobs as the farm: the farm's batch size, up to the file's last preset.
+            # The stored key is (block, index in block): the global preset index. The bare
+            # loops render every preset up to the file's last one, one at a time.
             last = int(f["metadata/job"][-1]) * spec.sampling.block + int(f["metadata/preset"][-1])
             renders = int(f.attrs["renders"])
-        batch = a.batch_size or batch_for(spec, a.workers)
-        spec = spec.model_copy(update={"batch_size": batch})
         spec_json = spec.model_dump_json()
-        jobs = last // batch + 1
-    t_clean, rows_clean = bare(spec_json, "clean", jobs, a.workers)
-    t_forked, rows_forked = bare(spec_json, "forked", jobs, a.workers)
-    t_reused, rows_reused = bare(spec_json, "reused", jobs, a.workers)
+        batch = a.batch_size or batch_for(spec, a.workers)
+    t_clean, rows_clean = bare(spec_json, "clean", last + 1, a.workers)
+    t_forked, rows_forked = bare(spec_json, "forked", last + 1, a.workers)
+    t_reused, rows_reused = bare(spec_json, "reused", last + 1, a.workers)
     print(
-        f"{jobs} jobs of {batch} presets, {renders} renders, n={a.n}, tier {a.tier}, "
-        f"{a.workers} processes, "
-        f"{a.render_duration:g} s renders"
+        f"{last + 1} presets; the farm: jobs of up to {batch} presets, {renders} renders; "
+        f"n={a.n}, tier {a.tier}, {a.workers} processes, {a.render_duration:g} s renders"
     )
     print(f"farm submit (embedded)   {t_farm:7.1f} s  {a.n / t_farm:6.2f} rows/s")
     for name, t, rows in (

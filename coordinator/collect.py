@@ -23,6 +23,7 @@ from farm.config import RunSpec
 from farm.disk import disk_full, estimate_bytes, is_disk_full
 from farm.errors import CollectError, FarmError, RunStateError
 from farm.jobs.kinds import DATASET, WEIGHTS, kind_of
+from farm.jobs.plan import job_presets
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
 from farm.paths import OutputClaim, shard_dir, stored_output
@@ -72,17 +73,15 @@ class Collected:
         )
 
 
-def pieces_of(
-    ledger: Ledger, folder: Path
-) -> tuple[list[Piece], dict[int, dict[int, dict[str, int]]]]:
+def pieces_of(ledger: Ledger, folder: Path) -> tuple[list[Piece], dict[int, dict[str, int]]]:
     """The done jobs' pieces in job order up to the first gap (until they hold n rows),
-    with each of those jobs' rejections by preset in the job."""
+    with those jobs' rejections by global preset index."""
     details = ledger.done_details()
     dups = ledger.duplicate_rows()
     spec = ledger.spec()
     n = spec.n
     pieces: list[Piece] = []
-    by_job: dict[int, dict[int, dict[str, int]]] = {}
+    by_preset: dict[int, dict[str, int]] = {}
     rows = 0
     job = 0
     while job in details and rows < n:
@@ -91,16 +90,18 @@ def pieces_of(
         if d["rows"] and (not isinstance(shard, str) or not _SHARD_NAME.match(shard)):
             raise CollectError(f"job {job}: bad shard name in the ledger: {shard!r}")
         skip = tuple(dups.get(job, ()))
-        pieces.append(
-            Piece(job, folder / (shard or "none.h5"), int(d["start"]), int(d["rows"]), skip)
-        )
+        span = (int(d["first"]), int(d["size"])) if "size" in d else None
+        path = folder / (shard or "none.h5")
+        pieces.append(Piece(job, path, int(d["start"]), int(d["rows"]), skip, span))
+        first = job_presets(spec, job, span).start
         if "by_preset" in d:
-            by_job[job] = {int(i): dict(r) for i, r in d["by_preset"].items()}
+            for i, reasons in d["by_preset"].items():
+                by_preset[first + int(i)] = dict(reasons)
         else:  # a job recorded by an older worker: its rejections as a whole
-            by_job[job] = {0: dict(d["rejections"])}
+            by_preset[first] = dict(d["rejections"])
         rows += int(d["rows"]) - len(skip)
         job += 1
-    return pieces, by_job
+    return pieces, by_preset
 
 
 def collect_run(ledger: Ledger, settings: FarmSettings, sender: Sender | None) -> Collected:
@@ -134,7 +135,7 @@ def collect_dataset(
     """A dataset run's end: the shortest prefix of finished jobs merged into the file."""
     out = stored_output(settings.data_dir, meta["output"], roots=settings.output_roots)
     folder = shard_dir(settings.data_dir, ledger.run_id)
-    pieces, by_job = pieces_of(ledger, folder)
+    pieces, by_preset = pieces_of(ledger, folder)
     if sum(p.rows for p in pieces) < spec.n:
         raise RunStateError(
             f"run {ledger.run_id} is not complete ({sum(p.rows for p in pieces)}/{spec.n} "
@@ -158,7 +159,7 @@ def collect_dataset(
             tp,
             get_registry().fingerprint,
             pieces,
-            by_job=by_job,
+            by_preset=by_preset,
             attrs={"run_id": ledger.run_id},
             library=library_for(spec.sources.library, settings.data_dir),
             **parted,

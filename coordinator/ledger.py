@@ -26,7 +26,7 @@ from coordinator.redis_errors import translate_errors
 from coordinator.status import RunStatus
 from farm.config import Faults, RunSpec
 from farm.errors import RunNotFoundError, UsageError
-from farm.jobs.kinds import kind_of
+from farm.jobs.kinds import DATASET, kind_of
 
 # The states and helpers live with the job records; importers know them from here.
 __all__ = [
@@ -82,6 +82,10 @@ class Ledger(JobLedger):
             "tier": spec.tier,
             "window": window,
             "per_job": spec.batch_size * spec.render.notes_per_preset,
+            "batch": spec.batch_size,
+            # Dataset jobs shrink near the end (coordinator/lua/advance.lua): the last
+            # jobs are spread over about window / 2 workers (2 jobs out per local worker).
+            "tail": max(1, window // 2) if kind_of(spec) is DATASET else 0,
             "keep_shards": int(keep_shards),
             "faults": (faults or Faults()).model_dump_json(),
             "kind": kind_of(spec).name,

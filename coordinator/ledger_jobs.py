@@ -6,8 +6,9 @@ Keys (``farm:run:{id}:...``): ``meta`` (hash: spec, output, state, n, window, ..
 ``ctr`` (hash: next job, prefix, totals), ``sent`` (hash job -> time sent or started: the
 outstanding jobs), ``done`` (hash job -> JSON detail: shard, first row, rows, rejections),
 ``rows`` (hash job -> rows), ``rej`` (hash reason -> count), ``attempts`` (hash),
-``workers`` (set), ``collect`` (the once-only collector flag). ``farm:runs`` is a sorted
-set of run ids by creation time.
+``workers`` (set), ``collect`` (the once-only collector flag), ``spans`` (hash job ->
+"first,size": the presets each job renders, decided when it is first sent; absent for runs
+of fixed-size jobs). ``farm:runs`` is a sorted set of run ids by creation time.
 
 Every decision that must be atomic across workers (record a job once, advance the prefix,
 decide the top-up, trigger the collector once) is one Lua script (``coordinator/lua/``), so
@@ -102,6 +103,7 @@ class JobLedger:
                 "running",
                 "audio",
                 "dups",
+                "spans",
             )
         }
         self.k["collect"] = p + "collect"
@@ -144,16 +146,19 @@ class JobLedger:
         """Claim the jobs to send now (bounded by the window and the rows still missing)."""
         return self._run_advance("topup")
 
-    def start_job(self, job: int, worker: str) -> tuple[str, int]:
-        """A worker starts ``job``: ('ok', attempt number) or (why to skip it, 0)."""
+    def start_job(self, job: int, worker: str) -> tuple[str, int, tuple[int, int] | None]:
+        """A worker starts ``job``: ('ok', attempt number, span) or (why to skip it, 0,
+        None). The span is (first preset, presets) of the job, None for a run of fixed-size
+        jobs (job ``j`` is presets ``j * batch_size`` onwards)."""
         with translate_errors():
-            state, attempt = self._start(
+            state, attempt, span = self._start(
                 keys=self._keys(
-                    "meta", "sent", "done", "attempts", "workers", "ctr", "beat", "running"
+                    "meta", "sent", "done", "attempts", "workers", "ctr", "beat", "running", "spans"
                 ),
                 args=[job, 0, worker],
             )
-        return str(state), int(attempt)
+        first, _, size = str(span or "").partition(",")
+        return str(state), int(attempt), (int(first), int(size)) if size else None
 
     def finish_job(
         self,
@@ -168,6 +173,7 @@ class JobLedger:
         seconds: float = 0.0,
         by_preset: Mapping[int, Mapping[str, int]] | None = None,
         hashes: Sequence[str] = (),
+        span: tuple[int, int] | None = None,
     ) -> Advance:
         """Record a done job (its rows already flushed to ``shard``) and top up.
 
@@ -175,6 +181,7 @@ class JobLedger:
             by_preset: rejected notes by preset index in the job and reason.
             hashes: each row's audio hash, in row order: a row whose audio an earlier row
                 of the run already has (in canonical order) is not counted.
+            span: (first preset, presets) of the job, as :meth:`start_job` gave it.
 
         Returns:
             The jobs to send next and whether to send the collector; ``duplicate`` when
@@ -192,6 +199,8 @@ class JobLedger:
             "by_preset": {str(i): dict(r) for i, r in (by_preset or {}).items()},
             "hashes": list(hashes),
         }
+        if span is not None:
+            detail["first"], detail["size"] = span
         return self._run_advance(
             "done",
             job,
@@ -220,6 +229,7 @@ class JobLedger:
                     "running",
                     "audio",
                     "dups",
+                    "spans",
                 ),
                 args=argv,
             )
@@ -351,6 +361,7 @@ class JobLedger:
             "prefix_job": pj,
             "prefix_rows": pr,
             "dup_rows": dup_rows,
+            "done_presets": sum(int(d.get("size", 0)) for d in details.values()),
         }
         with translate_errors():
             pipe = self.r.pipeline(transaction=True)

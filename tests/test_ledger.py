@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import redis
 
@@ -72,10 +73,10 @@ def test_a_done_run_has_nothing_outstanding(client: redis.Redis) -> None:
     """Jobs sent past what the file needed are dropped when the run is done (a failed or
     cancelled run keeps them, for resume)."""
     ledger = _ledger(client, "done-clears")
-    assert ledger.outstanding() == [0, 1, 2]
+    assert ledger.outstanding() == [0, 1, 2, 3]  # presets 0-1, 2, 3, 4: the last jobs small
     _finish(ledger, 0, ["a", "b", "c"])
-    _finish(ledger, 1, ["d", "e", "f"])  # 6 rows >= n = 5: job 2 is not needed
-    assert ledger.state() == COLLECTING and ledger.outstanding() == [2]
+    _finish(ledger, 1, ["d", "e", "f"])  # 6 rows >= n = 5: jobs 2 and 3 are not needed
+    assert ledger.state() == COLLECTING and ledger.outstanding() == [2, 3]
     kept = _ledger(client, "failed-keeps")
     assert kept.fail("test") and kept.outstanding()
     assert ledger.move("done", only_from=(COLLECTING,))
@@ -130,10 +131,10 @@ def test_start_beat_lost_and_reclaim(client: redis.Redis) -> None:
     lost.lua hands a silent job to one caller only; move.lua is compare-and-set;
     reclaim.lua takes a silent collector once."""
     ledger = _ledger(client, "lifecycle")
-    assert ledger.start_job(0, "w1") == ("ok", 1)
-    assert ledger.start_job(0, "w2") == ("ok", 2)  # a second delivery
+    assert ledger.start_job(0, "w1")[:2] == ("ok", 1)
+    assert ledger.start_job(0, "w2")[:2] == ("ok", 2)  # a second delivery
     ledger.finish_job(1, rows=1, renders=1, rejections={}, shard="s.h5")
-    assert ledger.start_job(1, "w1") == ("done", 0)
+    assert ledger.start_job(1, "w1") == ("done", 0, None)
     ledger.beat(0, 1)
     assert client.hexists(ledger.k["beat"], "0") and not client.hexists(ledger.k["beat"], "1")
     assert ledger.lost_jobs(0.0, waiting=range(100)) == [0]  # started, silent
@@ -158,3 +159,51 @@ def test_small_embedded_runs_get_smaller_jobs() -> None:
             b = batch_for(RunSpec(tier=2, n=n), workers)
             presets = n / 3 / 0.5
             assert 2 <= b <= 16 and (b == 2 or presets / b >= 8 * workers)
+
+
+def _spans_of_a_run(client: redis.Redis, run_id: str, spec: RunSpec, window: int) -> list:
+    """Every job's span, in job order, of a run whose jobs finish in order (all notes
+    accepted, each job's rows its presets)."""
+    ledger = Ledger(client, run_id)
+    ledger.create(spec, output=f"{run_id}.h5", window=window, keep_shards=False)
+    queue = list(ledger.top_up().jobs)
+    spans = {}
+    while queue:
+        job = queue.pop(0)
+        state, _, span = ledger.start_job(job, "w")
+        assert state == "ok" and span is not None
+        spans[job] = span
+        hashes = [f"{run_id}-{g}" for g in range(span[0], span[0] + span[1])]
+        advance = ledger.finish_job(
+            job, rows=len(hashes), renders=len(hashes), rejections={}, shard="s.h5",
+            hashes=hashes, span=span,
+        )  # fmt: skip
+        queue += advance.jobs
+    assert ledger.state() == COLLECTING
+    return [spans[j] for j in sorted(spans)]
+
+
+def test_the_last_jobs_of_a_run_are_smaller(client: redis.Redis) -> None:
+    """Jobs take batch_size presets until fewer than tail * batch_size are still needed,
+    then a shrinking share of what is left, so workers finish together. The spans are
+    contiguous from preset 0 and cover exactly the presets the rows need (every render
+    accepted here), none past them."""
+    spec = RunSpec(tier=1, n=200, batch_size=16, render=RenderSettings(notes=(60,)))
+    spans = _spans_of_a_run(client, "tail", spec, window=4)  # tail: 2 workers
+    assert [s[0] for s in spans] == [0, *np.cumsum([s[1] for s in spans])[:-1]]
+    assert sum(s[1] for s in spans) == 200
+    sizes = [s[1] for s in spans]
+    assert sizes[0] == 16 and sizes == sorted(sizes, reverse=True)
+    assert min(sizes[:-1]) == 2  # at least batch / 8 but for the last
+    assert 16 * 2 > sum(s for s in sizes if s < 16) >= 16  # the tail is about 2 batches
+
+
+def test_runs_of_fixed_jobs_keep_them(client: redis.Redis) -> None:
+    """An importance run's jobs are one base preset each, never split: no spans."""
+    from farm.config import WeightsSettings
+
+    spec = RunSpec(tier=1, n=3, batch_size=1, weights=WeightsSettings())
+    ledger = Ledger(client, "weights-fixed")
+    ledger.create(spec, output="w.json", window=4, keep_shards=False)
+    assert ledger.top_up().jobs[0] == 0
+    assert ledger.start_job(0, "w") == ("ok", 1, None)

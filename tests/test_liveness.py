@@ -218,12 +218,15 @@ def test_frozen_worker_never_resumed(
 
 
 def test_long_jobs_are_not_sent_twice(tmp_path: Path, redis_server: RedisServer) -> None:
-    """Jobs much longer than the silence limit keep beating: none is sent again."""
+    """Jobs much longer than the silence limit keep beating: none is sent again. (A
+    window of 2 keeps the 8 presets in one job: with the broker's default window the last
+    jobs of a run, here all of them, are one preset each.)"""
     url = redis_server.url
     long_spec = ["--render-duration", "20", "--note-duration", "3", "--batch-size", "8"]
     with Workers(tmp_path, url, env(FARM_LOST_AFTER_S="2"), count=1):
         out = farm(tmp_path, "submit", *SPEC, *long_spec, "-n", "8", "--broker", url,
-                   "-o", "long.h5", "--wait", env=env(FARM_LOST_AFTER_S="2"))  # fmt: skip
+                   "-o", "long.h5", "--wait",
+                   env=env(FARM_LOST_AFTER_S="2", FARM_WINDOW="2"))  # fmt: skip
         assert out.returncode == 0, out.stderr
     run_id = out.stdout.strip().split()[-1]
     st = _status(tmp_path, url, run_id)

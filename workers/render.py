@@ -24,7 +24,7 @@ from farm.errors import (
     ShardBusyError,
 )
 from farm.jobs.kinds import DATASET, WEIGHTS, kind_of
-from farm.jobs.plan import sample_job
+from farm.jobs.plan import job_presets, sample_job
 from farm.jobs.render import injected_crashes, render_job
 from farm.params.tiers import TierParams
 from farm.paths import shard_dir
@@ -57,12 +57,12 @@ def process_job(ctx: WorkerContext, run_id: str, job: int) -> str:
         BrokerError: the broker went away.
     """
     ledger = ctx.ledger(run_id)
-    state, attempt = ledger.start_job(job, ctx.name)
+    state, attempt, span = ledger.start_job(job, ctx.name)
     if state != "ok":
         return f"job {job} skipped: {state}"
     try:
         with beating(lambda: ledger.beat(job), ctx.settings.heartbeat_s):
-            return _process(ctx, ledger, job, attempt)
+            return _process(ctx, ledger, job, attempt, span)
     except BrokerError:
         raise
     except Exception as e:
@@ -93,17 +93,20 @@ def _reason(ctx: WorkerContext, ledger: Ledger, e: BaseException) -> str:
     return f"worker {ctx.name}: {what}"
 
 
-def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
+def _process(
+    ctx: WorkerContext, ledger: Ledger, job: int, attempt: int, span: tuple[int, int] | None
+) -> str:
     run_id = ledger.run_id
     spec = ctx.spec(ledger)
     faults = ctx.faults(ledger)
     _check_fingerprint(ctx, ledger)
     t0 = time.monotonic()
+    presets = job_presets(spec, job, span)
     if attempt > ctx.settings.max_attempts:
         # A poison job (its worker process died every time): its presets are recorded as
         # CRASH so the run can finish without it.
         per = spec.render.notes_per_preset
-        notes = spec.batch_size * per
+        notes = len(presets) * per
         log.warning("job %d of %s: attempt %d > cap, recorded as CRASH", job, run_id, attempt)
         advance = ledger.finish_job(
             job,
@@ -111,26 +114,33 @@ def _process(ctx: WorkerContext, ledger: Ledger, job: int, attempt: int) -> str:
             renders=notes,
             rejections={Reason.CRASH.value: notes},
             worker=ctx.name,
-            by_preset={i: {Reason.CRASH.value: per} for i in range(spec.batch_size)},
+            by_preset={i: {Reason.CRASH.value: per} for i in range(len(presets))},
+            span=span,
         )
         ctx.sender.dispatch(run_id, advance)
         return f"job {job} abandoned after {attempt - 1} attempts"
     if job in faults.kill_jobs:
         os.kill(os.getpid(), signal.SIGKILL)  # injected fault: a worker killed from outside
     engine = ctx.engine(spec)
-    return JOBS[kind_of(spec).name](ctx, ledger, spec, engine, job, t0)
+    return JOBS[kind_of(spec).name](ctx, ledger, spec, engine, job, t0, span)
 
 
 def _dataset_job(
-    ctx: WorkerContext, ledger: Ledger, spec: RunSpec, engine: RenderEngine, job: int, t0: float
+    ctx: WorkerContext,
+    ledger: Ledger,
+    spec: RunSpec,
+    engine: RenderEngine,
+    job: int,
+    t0: float,
+    span: tuple[int, int] | None,
 ) -> str:
     """A dataset job: its presets rendered, the rows flushed to this process's shard, then
     recorded."""
     run_id = ledger.run_id
-    crash = injected_crashes(spec, job, ctx.faults(ledger).crash_fraction)
-    result = render_job(
-        engine, spec, job, sample_job(spec, engine.tp, job, ctx.library(spec)), crash=crash
-    )
+    first = job_presets(spec, job, span).start
+    crash = injected_crashes(spec, job, ctx.faults(ledger).crash_fraction, first)
+    labels = sample_job(spec, engine.tp, job, ctx.library(spec), span)
+    result = render_job(engine, spec, job, labels, crash=crash, first=first)
     placed = _write(ctx, ledger, spec, engine.tp, result.rows)
     if placed is None:
         return f"job {job} dropped: the run is {ledger.state()}"
@@ -146,6 +156,7 @@ def _dataset_job(
         seconds=time.monotonic() - t0,
         by_preset={i: {str(k): v for k, v in c.items()} for i, c in result.by_preset.items()},
         hashes=[r.audio_hash for r in result.rows],
+        span=span,
     )
     ctx.sender.dispatch(run_id, advance)
     dup = " (duplicate delivery, ignored)" if advance.duplicate else ""
@@ -164,14 +175,20 @@ def _check_fingerprint(ctx: WorkerContext, ledger: Ledger) -> None:
 
 
 def _weights_job(
-    ctx: WorkerContext, ledger: Ledger, spec: RunSpec, engine: RenderEngine, job: int, t0: float
+    ctx: WorkerContext,
+    ledger: Ledger,
+    spec: RunSpec,
+    engine: RenderEngine,
+    job: int,
+    t0: float,
+    span: tuple[int, int] | None,
 ) -> str:
     """An importance job: one base preset measured; its result goes to the ledger (small
     JSON, no shard), and a base that is silent or crashes is a rejection (topped up)."""
     from farm.jobs.weights import fix_label, measure_base
 
     assert spec.weights is not None
-    label = sample_job(spec, engine.tp, job, ctx.library(spec))[0]
+    label = sample_job(spec, engine.tp, job, ctx.library(spec), span)[0]
     label = fix_label(label, engine.tp, spec.weights.fixed)
     result, reason, renders = measure_base(engine, spec, label)
     if result is not None:
@@ -232,8 +249,14 @@ def _write(
     return name, start
 
 
-#: The job function of each kind of run (:mod:`farm.jobs.kinds`).
-JOBS: dict[str, Callable[[WorkerContext, Ledger, RunSpec, RenderEngine, int, float], str]] = {
+#: The job function of each kind of run (:mod:`farm.jobs.kinds`): (context, ledger, spec,
+#: engine, job, start time, span) -> a line for the log.
+JOBS: dict[
+    str,
+    Callable[
+        [WorkerContext, Ledger, RunSpec, RenderEngine, int, float, tuple[int, int] | None], str
+    ],
+] = {
     DATASET.name: _dataset_job,
     WEIGHTS.name: _weights_job,
 }

@@ -4,7 +4,7 @@
 local meta, ctr, sent, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rowsk, rej, collect = KEYS[5], KEYS[6], KEYS[7]
 local beat, active, run_id, running = KEYS[8], KEYS[9], ARGV[9], KEYS[10]
-local audio, dupk = KEYS[11], KEYS[12]
+local audio, dupk, spans = KEYS[11], KEYS[12], KEYS[13]
 if ARGV[2] == 'done' then
   local job = ARGV[3]
   if redis.call('HSETNX', done, job, ARGV[5]) == 0 then return {-1, 0, 0} end
@@ -18,6 +18,10 @@ if ARGV[2] == 'done' then
   redis.call('HINCRBY', ctr, 'total_rows', r)
   redis.call('HINCRBY', ctr, 'done_jobs', 1)
   redis.call('HINCRBY', ctr, 'renders', tonumber(ARGV[6]))
+  local span = redis.call('HGET', spans, job)
+  if span then
+    redis.call('HINCRBY', ctr, 'done_presets', tonumber(string.match(span, ',(%d+)$')))
+  end
   for reason, count in pairs(cjson.decode(ARGV[7])) do
     redis.call('HINCRBY', rej, reason, count)
   end
@@ -74,9 +78,44 @@ total = total - tonumber(redis.call('HGET', ctr, 'dup_rows') or '0')
 local per = tonumber(redis.call('HGET', meta, 'per_job'))
 if dj > 0 then per = math.max(total / dj, 0.01) end
 local outstanding = redis.call('HLEN', sent)
-local want = math.min(tonumber(redis.call('HGET', meta, 'window')), math.ceil((n - total) / per))
-want = want - outstanding
-if want < 1 then return {0, 0, 0} end
-local first = redis.call('HINCRBY', ctr, 'next', want) - want
-for j = first, first + want - 1 do redis.call('HSET', sent, j, now) end
-return {0, first, want}
+local window = tonumber(redis.call('HGET', meta, 'window'))
+local tail = tonumber(redis.call('HGET', meta, 'tail') or '0')
+if tail < 1 then
+  -- Every job is batch presets (job j: presets j * batch onwards).
+  local want = math.min(window, math.ceil((n - total) / per)) - outstanding
+  if want < 1 then return {0, 0, 0} end
+  local first = redis.call('HINCRBY', ctr, 'next', want) - want
+  for j = first, first + want - 1 do redis.call('HSET', sent, j, now) end
+  return {0, first, want}
+end
+-- Spans: job j renders presets first .. first + size - 1 ("first,size" in spans), taken in
+-- order. A job is batch presets until the presets still needed beyond the outstanding
+-- jobs are fewer than tail * batch; then each job takes 1/tail of what is left (at least
+-- batch / 8, unless fewer are needed), so the last jobs are small and end together instead of one worker finishing
+-- a whole batch while the others idle. Rows are keyed by preset, so spans never change
+-- them.
+local batch = tonumber(redis.call('HGET', meta, 'batch'))
+local per_preset = per / batch
+local dp = tonumber(redis.call('HGET', ctr, 'done_presets') or '0')
+if dp > 0 then per_preset = math.max(total / dp, 0.01 / batch) end
+local need = math.ceil((n - total) / per_preset)
+for _, j in ipairs(redis.call('HKEYS', sent)) do
+  local span = redis.call('HGET', spans, j)
+  need = need - (span and tonumber(string.match(span, ',(%d+)$')) or batch)
+end
+local slots = window - outstanding
+if need < 1 or slots < 1 then return {0, 0, 0} end
+local least = math.max(1, math.floor(batch / 8))
+local first = tonumber(redis.call('HGET', ctr, 'next') or '0')
+local preset = tonumber(redis.call('HGET', ctr, 'next_preset') or '0')
+local count = 0
+while need > 0 and count < slots do
+  local size = math.min(batch, need, math.max(least, math.ceil(need / tail)))
+  redis.call('HSET', spans, first + count, preset .. ',' .. size)
+  redis.call('HSET', sent, first + count, now)
+  preset = preset + size
+  need = need - size
+  count = count + 1
+end
+redis.call('HSET', ctr, 'next', first + count, 'next_preset', preset)
+return {0, first, count}

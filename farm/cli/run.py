@@ -240,7 +240,7 @@ def register(cli: click.Group) -> None:
             kill_jobs=kw["kill_jobs"],
             collect_delay_s=kw["collect_delay"],
         )
-        what = f"{spec.n} rows of tier {spec.tier} in jobs of {spec.batch_size} presets"
+        what = f"{spec.n} rows of tier {spec.tier} in jobs of up to {spec.batch_size} presets"
         start_run(settings, spec, output=rel, kw=kw, started=started, what=what, faults=faults)
 
     @cli.command()

@@ -98,7 +98,7 @@ def generate(
     progress = Progress(spec.n)
     dedup = _Dedup()
     barren = 0
-    by_job: dict[int, dict[int, dict[str, int]]] = {}
+    by_preset: dict[int, dict[str, int]] = {}
     heard: set[str] = set()
     last = -1
     try:
@@ -133,7 +133,8 @@ def generate(
                 progress.valid += len(result.rows)
                 progress.renders += result.renders
                 progress.rejections.update(result.rejections)
-                by_job[job] = {i: dict(c) for i, c in result.by_preset.items()}
+                first = job * spec.batch_size
+                by_preset.update({first + i: dict(c) for i, c in result.by_preset.items()})
                 progress.jobs += 1
                 barren = 0 if rows else barren + 1
                 if on_progress is not None:
@@ -145,7 +146,7 @@ def generate(
                         "thresholds and constraints"
                     )
             # As the farm's collector: count the presets the file covers, not the jobs.
-            writer.close(*counted_rejections(spec, by_job, last))
+            writer.close(*counted_rejections(spec, by_preset, last))
     finally:
         engine.close()
     try:

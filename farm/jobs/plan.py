@@ -3,9 +3,10 @@
 Presets are numbered by a **global index** ``g``: the run's real presets first
 (``g < sources.presets``), then synthetic ones, drawn by blocks
 (:func:`farm.params.sampler.synthetic_block`). A job is only a slice of global indices
-(``job * batch_size`` onwards), so the batch size, the number of workers and retries change
-how fast presets are made, never which (a job in the middle of a block draws the whole
-block and takes its part; a process keeps its last few blocks).
+(``job * batch_size`` onwards, or the span the coordinator gave it: a farm run's last jobs
+are smaller), so the batch size, the spans, the number of workers and retries change how
+fast presets are made, never which (a job in the middle of a block draws the whole block
+and takes its part; a process keeps its last few blocks).
 """
 
 from __future__ import annotations
@@ -23,13 +24,24 @@ if TYPE_CHECKING:
     from farm.presets.library import Library
 
 
-def sample_job(
-    spec: RunSpec, tp: TierParams, job: int, library: Library | None = None
-) -> list[Label]:
-    """The presets of job ``job``: global indices ``job * batch_size`` to
-    ``(job + 1) * batch_size - 1`` (see :func:`sample_presets`)."""
+def job_presets(spec: RunSpec, job: int, span: tuple[int, int] | None = None) -> range:
+    """The global preset indices of job ``job``: its ``span`` (first, presets) when the
+    coordinator gave it one, else ``job * batch_size`` to ``(job + 1) * batch_size - 1``."""
+    if span is not None:
+        return range(span[0], span[0] + span[1])
     b = spec.batch_size
-    return sample_presets(spec, tp, range(job * b, (job + 1) * b), library)
+    return range(job * b, (job + 1) * b)
+
+
+def sample_job(
+    spec: RunSpec,
+    tp: TierParams,
+    job: int,
+    library: Library | None = None,
+    span: tuple[int, int] | None = None,
+) -> list[Label]:
+    """The presets of job ``job`` (:func:`job_presets`, :func:`sample_presets`)."""
+    return sample_presets(spec, tp, job_presets(spec, job, span), library)
 
 
 def sample_presets(

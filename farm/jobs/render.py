@@ -63,6 +63,7 @@ def render_job(
     *,
     skip: Callable[[Label], bool] | None = None,
     crash: Callable[[int], bool] | None = None,
+    first: int | None = None,
 ) -> JobResult:
     """Render every preset of a job at every note and validate each note.
 
@@ -74,11 +75,14 @@ def render_job(
         skip: returns True for a preset not to render (counted as DUPLICATE for each note).
         crash: fault injection: returns True for preset indices whose render must segfault
             vita for real (the label is given an unknown modulation destination).
+        first: the global index of the job's first preset (default ``job * batch_size``;
+            see :func:`farm.jobs.plan.job_presets`).
     """
     result = JobResult(job)
     shape = (spec.render.channels, spec.render.samples)
     per_preset = spec.render.notes_per_preset
-    first = job * spec.batch_size
+    if first is None:
+        first = job * spec.batch_size
     stored = audio_dtype(spec.compression)
     for i, label in enumerate(labels):
         # The row key is the preset's place among all presets, not in this job: the batch
@@ -131,13 +135,17 @@ def _features(audio: np.ndarray, spec: RunSpec, stored: np.dtype[Any]) -> np.nda
     return logmel(np.asarray(audio, dtype=stored), spec.features, spec.render.sample_rate)
 
 
-def injected_crashes(spec: RunSpec, job: int, fraction: float) -> Callable[[int], bool] | None:
-    """Fault injection: which presets of ``job`` must segfault (about ``fraction`` of all),
-    chosen by global preset index from the seed, so every worker, retry and batch size
-    picks the same ones."""
+def injected_crashes(
+    spec: RunSpec, job: int, fraction: float, first: int | None = None
+) -> Callable[[int], bool] | None:
+    """Fault injection: which presets of ``job`` (its first preset ``first``, default
+    ``job * batch_size``) must segfault (about ``fraction`` of all), chosen by global
+    preset index from the seed, so every worker, retry and batch size picks the same
+    ones."""
     if fraction <= 0:
         return None
-    first = job * spec.batch_size
+    if first is None:
+        first = job * spec.batch_size
 
     def crash(preset: int) -> bool:
         block, index = block_key(spec, first + preset)

@@ -50,6 +50,8 @@ class Piece:
     start: int
     count: int
     skip: tuple[int, ...] = ()
+    #: (first preset, presets) of the job; None: ``job * batch_size`` onwards.
+    presets: tuple[int, int] | None = None
 
     @property
     def rows(self) -> int:
@@ -114,7 +116,7 @@ class Shards:
 
 def counted_rejections(
     spec: RunSpec,
-    by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
+    by_preset: Mapping[int, Mapping[str, int]],
     last: int,
     duplicates: Sequence[int] = (),
 ) -> tuple[dict[str, int], int]:
@@ -122,17 +124,15 @@ def counted_rejections(
     (the preset of its last row), whatever the jobs were: (reasons -> notes, renders).
 
     Args:
-        spec: the run spec (batch size and notes).
-        by_job: job -> preset index in the job -> reason -> notes.
+        spec: the run spec (its notes per preset).
+        by_preset: global preset index -> reason -> rejected notes.
         last: the global index of the dataset's last preset.
         duplicates: the global preset index of each row left out as DUPLICATE_AUDIO.
     """
-    b = spec.batch_size
     out: Counter[str] = Counter()
-    for job, presets in by_job.items():
-        for i, reasons in presets.items():
-            if job * b + int(i) <= last:
-                out.update({str(k): int(v) for k, v in reasons.items()})
+    for g, reasons in by_preset.items():
+        if g <= last:
+            out.update({str(k): int(v) for k, v in reasons.items()})
     dup = sum(1 for g in duplicates if g <= last)
     if dup:
         out["DUPLICATE_AUDIO"] += dup
@@ -171,8 +171,9 @@ def verify(
                     blocks = f[schema.meta("job")][p.start : p.start + p.count].astype(np.int64)
                     index = f[schema.meta("preset")][p.start : p.start + p.count]
                     # Row keys are (sampling block, index): the global preset index.
-                    jobs = (blocks * block + index) // batch
-                    if not np.all(jobs == p.job):
+                    first, size = p.presets or (p.job * batch, batch)
+                    g = blocks * block + index
+                    if not np.all((g >= first) & (g < first + size)):
                         problem = f"{p.shard.name} rows {p.start}+ are not job {p.job}"
             except (OSError, KeyError, ValueError) as e:
                 problem = f"{p.shard.name}: {e}"
@@ -202,7 +203,7 @@ def open_pieces(
 def finish(
     writer: ShardWriter,
     spec: RunSpec,
-    by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
+    by_preset: Mapping[int, Mapping[str, int]],
     duplicates: Sequence[int],
     attrs: Mapping[str, Any] | None,
 ) -> None:
@@ -212,7 +213,7 @@ def finish(
     last = int(f[schema.meta("job")][n - 1]) * spec.sampling.block + int(
         f[schema.meta("preset")][n - 1]
     )
-    writer.set_rejections(*counted_rejections(spec, by_job, last, duplicates))
+    writer.set_rejections(*counted_rejections(spec, by_preset, last, duplicates))
     for key, value in (attrs or {}).items():
         f.attrs[key] = value
     writer.close()
@@ -225,7 +226,7 @@ def merge(
     fingerprint: str,
     pieces: Sequence[Piece],
     *,
-    by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
+    by_preset: Mapping[int, Mapping[str, int]],
     attrs: Mapping[str, Any] | None = None,
     library: Library | None = None,
 ) -> MergeResult:
@@ -237,8 +238,8 @@ def merge(
         tp: the run's tier parameters.
         fingerprint: the registry fingerprint.
         pieces: every done job with rows, in job order (jobs past the prefix are ignored).
-        by_job: rejected notes of each done job, by preset in the job and reason: the file
-            counts those of the presets it covers (see :func:`counted_rejections`).
+        by_preset: rejected notes of the done jobs, by global preset index and reason: the
+            file counts those of the presets it covers (see :func:`counted_rejections`).
         attrs: extra file attributes (run id, ...).
         library: the run's library (its tables go into the final file).
 
@@ -289,7 +290,7 @@ def merge(
                 raise MissingRowsError(sorted(damaged), next(iter(damaged.values())))
             if k < n:
                 raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
-            finish(writer, spec, by_job, duplicates, attrs)
+            finish(writer, spec, by_preset, duplicates, attrs)
     finally:
         shards.close()
     result.seconds = time.monotonic() - t0

@@ -22,6 +22,7 @@ there.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -65,7 +66,7 @@ def link(
     fingerprint: str,
     pieces: Sequence[Piece],
     *,
-    by_job: Mapping[int, Mapping[int, Mapping[str, int]]],
+    by_preset: Mapping[int, Mapping[str, int]],
     attrs: Mapping[str, Any] | None = None,
     library: Library | None = None,
     isolate: Callable[[Callable[[], None]], None] | None = None,
@@ -121,7 +122,7 @@ def link(
             rel = parts.name
             for ds in writer.datasets():
                 _make_virtual(writer.file, ds.name.lstrip("/"), n, plan, rel, sizes)
-            finish(writer, spec, by_job, duplicates, {**(attrs or {}), "parts": rel})
+            finish(writer, spec, by_preset, duplicates, {**(attrs or {}), "parts": rel})
 
     (isolate or _here)(write)
     keep_names = {p.shard.name for p, _ in plan}
@@ -142,7 +143,7 @@ def _located(p: Piece, parts: Path) -> Piece:
     shard there (it stopped before ``NAME.h5`` was written)."""
     moved = parts / p.shard.name
     if not p.shard.exists() and moved.exists():
-        return Piece(p.job, moved, p.start, p.count, p.skip)
+        return dataclasses.replace(p, shard=moved)
     return p
 
 
