@@ -34,7 +34,6 @@ from pathlib import Path
 
 import h5py
 
-from coordinator.run import batch_for
 from farm.config import RunSpec
 
 
@@ -122,7 +121,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--tier", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=None, help="default: the farm's choice")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the farm's (16)")
     ap.add_argument("--render-duration", type=float, default=2.0)
     ap.add_argument("--note-duration", type=float, default=1.5)
     a = ap.parse_args()
@@ -146,7 +145,7 @@ def main() -> None:
             last = int(f["metadata/job"][-1]) * spec.sampling.block + int(f["metadata/preset"][-1])
             renders = int(f.attrs["renders"])
         spec_json = spec.model_dump_json()
-        batch = a.batch_size or batch_for(spec, a.workers)
+        batch = spec.batch_size
     t_clean, rows_clean = bare(spec_json, "clean", last + 1, a.workers)
     t_forked, rows_forked = bare(spec_json, "forked", last + 1, a.workers)
     t_reused, rows_reused = bare(spec_json, "reused", last + 1, a.workers)

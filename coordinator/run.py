@@ -26,7 +26,7 @@ from coordinator.ledger import (
 from coordinator.redis_errors import translate_errors
 from coordinator.status import RunStatus
 from coordinator.supervisor import supervise
-from farm.config import DEFAULT_BATCH, Faults, RunSpec
+from farm.config import Faults, RunSpec
 from farm.errors import BrokerError, DiskFullError, FarmError, RunFailedError, RunStateError
 from farm.settings import FarmSettings
 
@@ -37,24 +37,6 @@ POLL_S = 0.5
 def new_run_id(spec: RunSpec) -> str:
     """``t{tier}-{YYYYmmdd-HHMMSS}-{4 hex}``: sortable, readable in Flower, path-safe."""
     return f"t{spec.tier}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
-#: Jobs each local worker gets at least when the embedded submitter picks the batch size.
-JOBS_PER_WORKER = 8
-
-
-def batch_for(spec: RunSpec, workers: int) -> int:
-    """Presets per job for an embedded run with ``workers`` local workers: the default 16,
-    halved (down to 2) while the run would give a worker fewer than
-    :data:`JOBS_PER_WORKER` jobs. The last job of a run runs while other workers may idle,
-    and the window's last top-up renders rows the file will not keep: both cost about half
-    a job, so smaller jobs make a small run's end shorter. The rows never depend on it.
-    The presets a run needs are guessed on the safe side (half of all renders kept)."""
-    presets = spec.n / spec.render.notes_per_preset / 0.5
-    batch = DEFAULT_BATCH
-    while batch > 2 and presets / batch < JOBS_PER_WORKER * workers:
-        batch //= 2
-    return batch
 
 
 def window_for(settings: FarmSettings, local_workers: int | None) -> int:

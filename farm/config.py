@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_NOTES = (48, 60, 72)
-#: Presets per job unless the user or the embedded submitter says otherwise.
+#: Presets per job unless the user says otherwise (a run's last jobs take fewer).
 DEFAULT_BATCH = 16
 #: The tiers a run can label (see :mod:`farm.params.tiers`).
 TIERS = (1, 2, 3)

@@ -145,22 +145,6 @@ def test_start_beat_lost_and_reclaim(client: redis.Redis) -> None:
     assert not ledger.reclaim_collector(30.0)  # just taken: not again
 
 
-def test_small_embedded_runs_get_smaller_jobs() -> None:
-    """At least 8 jobs per local worker, from jobs of 16 presets down to 2; large runs and
-    many workers alike keep it within those bounds."""
-    from coordinator.run import batch_for
-
-    assert batch_for(RunSpec(tier=2, n=300), 2) == 8  # 200 presets guessed: 25 jobs
-    assert batch_for(RunSpec(tier=2, n=600), 2) == 16
-    assert batch_for(RunSpec(tier=2, n=100_000), 16) == 16
-    assert batch_for(RunSpec(tier=1, n=30), 2) == 2
-    for n in (1, 50, 300, 5_000):
-        for workers in (1, 2, 16):
-            b = batch_for(RunSpec(tier=2, n=n), workers)
-            presets = n / 3 / 0.5
-            assert 2 <= b <= 16 and (b == 2 or presets / b >= 8 * workers)
-
-
 def _spans_of_a_run(client: redis.Redis, run_id: str, spec: RunSpec, window: int) -> list:
     """Every job's span, in job order, of a run whose jobs finish in order (all notes
     accepted, each job's rows its presets)."""

@@ -112,9 +112,8 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--batch-size",
             type=int,
             default=None,
-            help="Presets per job (it never changes the rows) [default: 16; a small embedded "
-            "farm submit takes fewer, so each worker gets at least 8 jobs and the run's last "
-            "job is short].",
+            help="Presets per job (it never changes the rows) [default: 16; a run's last jobs "
+            "are smaller, so the workers finish together].",
         ),
         click.option(
             "--notes",

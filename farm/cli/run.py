@@ -208,7 +208,7 @@ def register(cli: click.Group) -> None:
     )  # fmt: skip
     def submit(**kw: Any) -> None:
         """Render a dataset on the farm (embedded Redis and local workers by default)."""
-        from coordinator.run import batch_for, window_for
+        from coordinator.run import window_for
         from farm.config import Faults
         from farm.disk import check_disk
         from farm.paths import check_output, resolve_output, run_output
@@ -224,8 +224,6 @@ def register(cli: click.Group) -> None:
         local = None if settings.broker_url else local_workers(kw["workers"])
         if local is not None and kw["wait"] is False:
             raise UsageError("--detach needs a broker: the embedded workers stop with farm")
-        if local is not None and kw["batch_size"] is None:
-            spec = spec.model_copy(update={"batch_size": batch_for(spec, local)})
         dataset_options(spec.compression)  # a plugin codec this machine lacks
         check_dirs(kw["community_dirs"])
         default = f"tier{spec.tier}_{spec.n}.h5"
