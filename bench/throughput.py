@@ -16,7 +16,7 @@ Rows/s counts the farm's rows for all of them (the same jobs). Prints farm / bar
 and bare clean / bare reused (the price of clean state).
 
     python bench/throughput.py [--n 600] [--tier 2] [--workers 2] [--batch-size 16]
-        [--render-duration 2.0 --note-duration 1.5]
+        [--render-duration 2.0 --note-duration 1.5] [--loops clean,forked,reused]
 """
 
 from __future__ import annotations
@@ -124,7 +124,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: the farm's (16)")
     ap.add_argument("--render-duration", type=float, default=2.0)
     ap.add_argument("--note-duration", type=float, default=1.5)
+    ap.add_argument(
+        "--loops",
+        default="clean,forked,reused",
+        help="bare loops to run, comma-separated (clean, forked, reused)",
+    )
     a = ap.parse_args()
+    if not a.loops or not set(a.loops.split(",")) <= {"clean", "forked", "reused"}:
+        raise SystemExit("--loops: a comma-separated list of clean, forked, reused")
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
         cmd = [
@@ -146,30 +153,34 @@ def main() -> None:
             renders = int(f.attrs["renders"])
         spec_json = spec.model_dump_json()
         batch = spec.batch_size
-    t_clean, rows_clean = bare(spec_json, "clean", last + 1, a.workers)
-    t_forked, rows_forked = bare(spec_json, "forked", last + 1, a.workers)
-    t_reused, rows_reused = bare(spec_json, "reused", last + 1, a.workers)
+    loops = {m: bare(spec_json, m, last + 1, a.workers) for m in a.loops.split(",")}
     print(
         f"{last + 1} presets; the farm: jobs of up to {batch} presets, {renders} renders; "
         f"n={a.n}, tier {a.tier}, {a.workers} processes, {a.render_duration:g} s renders"
     )
     print(f"farm submit (embedded)   {t_farm:7.1f} s  {a.n / t_farm:6.2f} rows/s")
-    for name, t, rows in (
-        ("bare loop, clean state ", t_clean, rows_clean),
-        ("bare loop, fork a note ", t_forked, rows_forked),
-    ):
-        print(f"{name}  {t:7.1f} s  {a.n / t:6.2f} rows/s ({rows} valid rows in those jobs)")
-    print(
-        f"bare loop, reused Synth  {t_reused:7.1f} s  {a.n / t_reused:6.2f} rows/s "
-        f"({rows_reused} valid rows: leaked state changes which pass)"
-    )
-    print(f"farm / bare clean throughput        = {t_clean / t_farm:.3f}")
-    print(f"farm / bare reused throughput       = {t_reused / t_farm:.3f}")
-    print(
-        f"bare clean / bare reused throughput = {t_reused / t_clean:.3f} "
-        f"(price of clean state {t_clean / t_reused - 1:+.1%}; a fork per note: "
-        f"{t_forked / t_reused - 1:+.1%})"
-    )
+    names = {
+        "clean": ("bare loop, clean state ", "valid rows in those presets"),
+        "forked": ("bare loop, fork a note ", "valid rows in those presets"),
+        "reused": ("bare loop, reused Synth", "valid rows: leaked state changes which pass"),
+    }
+    for m, (t, rows) in loops.items():
+        name, what = names[m]
+        print(f"{name}  {t:7.1f} s  {a.n / t:6.2f} rows/s ({rows} {what})")
+    for m in ("clean", "reused"):
+        if m in loops:
+            print(f"farm / bare {m:6} throughput       = {loops[m][0] / t_farm:.3f}")
+    if "clean" in loops and "reused" in loops:
+        t_clean, t_reused = loops["clean"][0], loops["reused"][0]
+        forked = (
+            f"; a fork per note: {loops['forked'][0] / t_reused - 1:+.1%}"
+            if "forked" in loops
+            else ""
+        )
+        print(
+            f"bare clean / bare reused throughput = {t_reused / t_clean:.3f} "
+            f"(price of clean state {t_clean / t_reused - 1:+.1%}{forked})"
+        )
 
 
 if __name__ == "__main__":
