@@ -230,6 +230,7 @@ class JobLedger:
                     "audio",
                     "dups",
                     "spans",
+                    "workers",
                 ),
                 args=argv,
             )

@@ -73,10 +73,10 @@ def test_a_done_run_has_nothing_outstanding(client: redis.Redis) -> None:
     """Jobs sent past what the file needed are dropped when the run is done (a failed or
     cancelled run keeps them, for resume)."""
     ledger = _ledger(client, "done-clears")
-    assert ledger.outstanding() == [0, 1, 2, 3]  # presets 0-1, 2, 3, 4: the last jobs small
+    assert ledger.outstanding() == [0, 1, 2]  # presets 0-1, 2-3, 4 (no worker seen yet)
     _finish(ledger, 0, ["a", "b", "c"])
-    _finish(ledger, 1, ["d", "e", "f"])  # 6 rows >= n = 5: jobs 2 and 3 are not needed
-    assert ledger.state() == COLLECTING and ledger.outstanding() == [2, 3]
+    _finish(ledger, 1, ["d", "e", "f"])  # 6 rows >= n = 5: job 2 is not needed
+    assert ledger.state() == COLLECTING and ledger.outstanding() == [2]
     kept = _ledger(client, "failed-keeps")
     assert kept.fail("test") and kept.outstanding()
     assert ledger.move("done", only_from=(COLLECTING,))
@@ -154,7 +154,7 @@ def _spans_of_a_run(client: redis.Redis, run_id: str, spec: RunSpec, window: int
     spans = {}
     while queue:
         job = queue.pop(0)
-        state, _, span = ledger.start_job(job, "w")
+        state, _, span = ledger.start_job(job, f"w{job % 2}")  # two workers
         assert state == "ok" and span is not None
         spans[job] = span
         hashes = [f"{run_id}-{g}" for g in range(span[0], span[0] + span[1])]
@@ -174,6 +174,11 @@ def test_the_last_jobs_of_a_run_are_smaller(client: redis.Redis) -> None:
     accepted here), none past them."""
     spec = RunSpec(tier=1, n=200, batch_size=16, render=RenderSettings(notes=(60,)))
     spans = _spans_of_a_run(client, "tail", spec, window=4)  # tail: 2 workers
+    # A window that holds the whole run sends every job before any worker took one:
+    # nobody to share a tail with yet, so the jobs are whole (no tiny jobs for a small run
+    # on a cluster's large window).
+    wide = _spans_of_a_run(client, "tail-512", spec, window=512)
+    assert [s[1] for s in wide] == [16] * 12 + [8]
     assert [s[0] for s in spans] == [0, *np.cumsum([s[1] for s in spans])[:-1]]
     assert sum(s[1] for s in spans) == 200
     sizes = [s[1] for s in spans]

@@ -218,11 +218,11 @@ def test_frozen_worker_never_resumed(
 
 
 def test_long_jobs_are_not_sent_twice(tmp_path: Path, redis_server: RedisServer) -> None:
-    """Jobs much longer than the silence limit keep beating: none is sent again. (A
-    window of 2 keeps the 8 presets in one job: with the broker's default window the last
-    jobs of a run, here all of them, are one preset each.)"""
+    """Jobs much longer than the silence limit keep beating: none is sent again. (8 rows
+    of 2 notes: a job takes the 4 presets the rows are expected to need, 40 s of audio
+    each; a window of 2 keeps the disk check's estimate for 512 such jobs away.)"""
     url = redis_server.url
-    long_spec = ["--render-duration", "20", "--note-duration", "3", "--batch-size", "8"]
+    long_spec = ["--render-duration", "40", "--note-duration", "3", "--batch-size", "8"]
     with Workers(tmp_path, url, env(FARM_LOST_AFTER_S="2"), count=1):
         out = farm(tmp_path, "submit", *SPEC, *long_spec, "-n", "8", "--broker", url,
                    "-o", "long.h5", "--wait",

@@ -4,7 +4,7 @@
 local meta, ctr, sent, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rowsk, rej, collect = KEYS[5], KEYS[6], KEYS[7]
 local beat, active, run_id, running = KEYS[8], KEYS[9], ARGV[9], KEYS[10]
-local audio, dupk, spans = KEYS[11], KEYS[12], KEYS[13]
+local audio, dupk, spans, workersk = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 if ARGV[2] == 'done' then
   local job = ARGV[3]
   if redis.call('HSETNX', done, job, ARGV[5]) == 0 then return {-1, 0, 0} end
@@ -90,10 +90,14 @@ if tail < 1 then
 end
 -- Spans: job j renders presets first .. first + size - 1 ("first,size" in spans), taken in
 -- order. A job is batch presets until the presets still needed beyond the outstanding
--- jobs are fewer than tail * batch; then each job takes 1/tail of what is left (at least
+-- jobs are fewer than tail * batch (tail: half the window, at most the workers seen); then each job takes 1/tail of what is left (at least
 -- batch / 8, unless fewer are needed), so the last jobs are small and end together instead of one worker finishing
 -- a whole batch while the others idle. Rows are keyed by preset, so spans never change
 -- them.
+-- No more ways to share the tail than worker processes that have taken a job of the run
+-- (none yet: whole jobs), so a cluster's large default window does not cut a small run
+-- into tiny jobs.
+tail = math.max(1, math.min(tail, redis.call('SCARD', workersk)))
 local batch = tonumber(redis.call('HGET', meta, 'batch'))
 local per_preset = per / batch
 local dp = tonumber(redis.call('HGET', ctr, 'done_presets') or '0')
