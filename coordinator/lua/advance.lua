@@ -103,9 +103,11 @@ local per_preset = per / batch
 local dp = tonumber(redis.call('HGET', ctr, 'done_presets') or '0')
 if dp > 0 then per_preset = math.max(total / dp, 0.01 / batch) end
 local need = math.ceil((n - total) / per_preset)
-for _, j in ipairs(redis.call('HKEYS', sent)) do
-  local span = redis.call('HGET', spans, j)
-  need = need - (span and tonumber(string.match(span, ',(%d+)$')) or batch)
+local out = redis.call('HKEYS', sent)
+if #out > 0 then
+  for _, span in ipairs(redis.call('HMGET', spans, unpack(out))) do
+    need = need - (span and tonumber(string.match(span, ',(%d+)$')) or batch)
+  end
 end
 local slots = window - outstanding
 if need < 1 or slots < 1 then return {0, 0, 0} end

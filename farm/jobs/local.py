@@ -15,7 +15,7 @@ from pathlib import Path
 
 from farm.config import MAX_BARREN_JOBS, RunSpec
 from farm.errors import FarmError
-from farm.jobs.plan import sample_job
+from farm.jobs.plan import job_presets, sample_job
 from farm.jobs.render import render_job
 from farm.params.label import Label
 from farm.params.registry import get_registry
@@ -133,7 +133,7 @@ def generate(
                 progress.valid += len(result.rows)
                 progress.renders += result.renders
                 progress.rejections.update(result.rejections)
-                first = job * spec.batch_size
+                first = job_presets(spec, job).start
                 by_preset.update({first + i: dict(c) for i, c in result.by_preset.items()})
                 progress.jobs += 1
                 barren = 0 if rows else barren + 1

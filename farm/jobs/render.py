@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from farm.config import RunSpec
-from farm.jobs.plan import block_key
+from farm.jobs.plan import block_key, job_presets
 from farm.params.label import Label, Modulation
 from farm.params.sampler import rng_for
 from farm.render.engine import Outcome, RenderEngine
@@ -82,7 +82,7 @@ def render_job(
     shape = (spec.render.channels, spec.render.samples)
     per_preset = spec.render.notes_per_preset
     if first is None:
-        first = job * spec.batch_size
+        first = job_presets(spec, job).start
     stored = audio_dtype(spec.compression)
     for i, label in enumerate(labels):
         # The row key is the preset's place among all presets, not in this job: the batch
@@ -145,7 +145,7 @@ def injected_crashes(
     if fraction <= 0:
         return None
     if first is None:
-        first = job * spec.batch_size
+        first = job_presets(spec, job).start
 
     def crash(preset: int) -> bool:
         block, index = block_key(spec, first + preset)
