@@ -36,6 +36,9 @@ from farm.storage.shard import ShardWriter, is_lock_error
 if TYPE_CHECKING:
     from farm.presets.library import Library
 
+#: A piece's rows' keys: sampling block, preset index and MIDI note columns.
+Keys = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 #: Seconds to wait for a shard that a worker holds open (it appends one job: milliseconds).
 LOCK_WAIT_S = 60.0
 
@@ -89,6 +92,7 @@ class Shards:
     def __init__(self) -> None:
         self.files: dict[Path, Any] = {}
         self.broken: dict[Path, str] = {}
+        self._keys: dict[Path, Keys] = {}
 
     def get(self, path: Path) -> Any | None:
         if path in self.files:
@@ -108,7 +112,19 @@ class Shards:
             self.files[path] = f
             return f
 
+    def keys(self, path: Path) -> Keys:
+        """The key columns of every row of an opened shard (:func:`row_keys`), read once."""
+        if path not in self._keys:
+            f = self.files[path]
+            self._keys[path] = row_keys(f, 0, int(f[schema.AUDIO].shape[0]))
+        return self._keys[path]
+
+    def rows(self, path: Path) -> int:
+        """The rows an opened shard holds."""
+        return len(self.keys(path)[0])
+
     def close(self) -> None:
+        self._keys.clear()
         for f in self.files.values():
             f.close()
         self.files.clear()
@@ -165,14 +181,15 @@ def verify(
         problem = shards.broken.get(p.shard, "") if f is None else ""
         if f is not None:
             try:
-                if f[schema.AUDIO].shape[0] < p.start + p.count:
+                if shards.rows(p.shard) < p.start + p.count:
                     problem = f"{p.shard.name} holds fewer rows than job {p.job} needs"
                 else:
-                    blocks = f[schema.meta("job")][p.start : p.start + p.count].astype(np.int64)
-                    index = f[schema.meta("preset")][p.start : p.start + p.count]
+                    blocks, index, _ = (
+                        c[p.start : p.start + p.count] for c in shards.keys(p.shard)
+                    )
                     # Row keys are (sampling block, index): the global preset index.
                     first, size = p.presets or (p.job * batch, batch)
-                    g = blocks * block + index
+                    g = blocks.astype(np.int64) * block + index
                     if not np.all((g >= first) & (g < first + size)):
                         problem = f"{p.shard.name} rows {p.start}+ are not job {p.job}"
             except (OSError, KeyError, ValueError) as e:
@@ -316,7 +333,7 @@ def _copy_piece(
         The next free row, and the piece's rows (shard indices) whose checksum failed.
     """
     lo, hi = p.start, p.start + p.count
-    keep = keep_rows(src, p, n - k, res, duplicates, block)
+    keep = keep_rows(row_keys(src, lo, hi), p, n - k, res, duplicates, block)
     rows = np.asarray(keep, dtype=np.int64)
     hashes = [integrity.new_hash() for _ in keep]
     for name in names[:-1]:  # the checksum itself is copied last
@@ -340,21 +357,26 @@ def _copy_piece(
     return k + len(keep), bad
 
 
+def row_keys(src: Any, lo: int, hi: int) -> Keys:
+    """Rows ``lo..hi``'s keys (sampling block, preset index, MIDI note) in an open shard."""
+    block, preset, note = (src[schema.meta(m)][lo:hi] for m in ("job", "preset", "midi_note"))
+    return block, preset, note
+
+
 def keep_rows(
-    src: Any, p: Piece, room: int, res: MergeResult, duplicates: list[int], block: int
+    keys: Keys, p: Piece, room: int, res: MergeResult, duplicates: list[int], block: int
 ) -> list[int]:
     """The offsets in ``p`` of the rows a dataset takes from it, at most ``room``: the first
     occurrence of each key, less the rows whose audio an earlier row has (their global
-    preset indices are added to ``duplicates``; repeated keys are counted in ``res``)."""
-    lo, hi = p.start, p.start + p.count
-    blocks = src[schema.meta("job")][lo:hi]
-    presets = src[schema.meta("preset")][lo:hi]
-    notes = src[schema.meta("midi_note")][lo:hi]
+    preset indices are added to ``duplicates``; repeated keys are counted in ``res``).
+
+    Args:
+        keys: the piece's rows' keys (:func:`row_keys`).
+    """
     keep: list[int] = []
     seen: set[tuple[int, int, int]] = set()
-    keys = zip(blocks.tolist(), presets.tolist(), notes.tolist(), strict=True)
     skip = set(p.skip)
-    for i, key in enumerate(keys):
+    for i, key in enumerate(zip(*(k.tolist() for k in keys), strict=True)):
         if key in seen:
             res.duplicates += 1
             continue
