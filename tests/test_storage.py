@@ -21,7 +21,8 @@ from farm.params.tiers import TierParams, tier_params
 from farm.paths import check_output, resolve_output, run_output, stored_output
 from farm.settings import FarmSettings, settings_env, settings_from_env
 from farm.storage import schema
-from farm.storage.integrity import verify_rows
+from farm.storage.integrity import verify_file, verify_rows
+from farm.storage.merge import MissingRowsError, Piece, merge
 from farm.storage.reader import FarmReader
 from farm.storage.shard import Row, ShardWriter
 
@@ -169,6 +170,49 @@ def test_verify_names_exactly_the_damaged_rows(
         f[schema.CHECKSUM][2] = b"0" * 32  # a damaged checksum is a damaged row too
     with h5py.File(path, "r") as f:
         assert verify_rows(f).bad == ([1, 2, 4] if codec == "gzip" else [1, 2])
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip"])
+def test_merge_copies_interleaved_jobs_and_names_damaged_ones(
+    tmp_path: Path, registry: Registry, tp1: TierParams, codec: str
+) -> None:
+    """Jobs 0 and 2 in one shard, job 1 in another: the merge takes them in job order (in
+    blocks gathered across shards; compressed chunks moved as they are), and a row that no
+    longer matches its checksum or a chunk that no longer decodes names exactly its job."""
+    spec = small_spec(n=20, compression=CompressionSettings(codec=codec))  # type: ignore[arg-type]
+    rows = {j: fake_rows(spec, tp1, j) for j in range(3)}
+    block = spec.sampling.block
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    for path, jobs in ((a, [0, 2]), (b, [1])):
+        with ShardWriter(path, spec, tp1, registry.fingerprint) as w:
+            for j in jobs:
+                w.append(rows[j])
+            w.close({}, renders=0)
+    pieces = [
+        Piece(0, a, 0, 8, presets=(0, 4)),
+        Piece(1, b, 0, 8, presets=(block, 4)),
+        Piece(2, a, 8, 8, presets=(2 * block, 4)),
+    ]
+    out = tmp_path / "out.h5"
+    done = merge(out, spec, tp1, registry.fingerprint, pieces, by_preset={})
+    assert done.raw_chunks == (20 if codec == "gzip" else 0)
+    expected = [*rows[0], *rows[1], *rows[2][:4]]
+    with FarmReader(out) as r:
+        for i, row in enumerate(expected):
+            got = r.get_sample(i)
+            assert (got["job"], got["preset"], got["midi_note"]) == (row.job, row.preset, row.note)
+            np.testing.assert_array_equal(got["audio"], row.audio)
+    assert verify_file(out).bad == []
+    out.unlink()
+    with h5py.File(a, "a") as f:
+        f[schema.AUDIO][9, 0, 0] += 0.5  # job 2's second row
+    with h5py.File(b, "a") as f:
+        if codec == "gzip":  # job 1's third row no longer decodes
+            f[schema.AUDIO].id.write_direct_chunk((2, 0, 0), b"not gzip at all", 0)
+    with pytest.raises(MissingRowsError) as e:
+        merge(out, spec, tp1, registry.fingerprint, pieces, by_preset={})
+    assert e.value.jobs == ([1, 2] if codec == "gzip" else [2])
+    assert not out.exists() and not list(tmp_path.glob("out.h5*"))
 
 
 def test_killed_writer_leaves_a_readable_file_up_to_its_last_flush(tmp_path: Path) -> None:

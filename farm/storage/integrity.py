@@ -61,22 +61,6 @@ def checksums(columns: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def row_bytes_reader(ds: Any) -> Callable[[int], bytes]:
-    """A function giving row ``i``'s stored bytes of a one-row-per-chunk dataset: the raw
-    chunk when it has no filters (no decode), else the decoded row."""
-    # A virtual dataset (a parted file) has no chunks of its own: read rows through it.
-    filtered = ds.is_virtual or bool(ds._filters)
-    tail = (0,) * (ds.ndim - 1)
-
-    def read(i: int) -> bytes:
-        if not filtered:
-            _, data = ds.id.read_direct_chunk((i, *tail))
-            return bytes(data)
-        return bytes(ds[i : i + 1].tobytes())
-
-    return read
-
-
 @dataclass
 class Verified:
     """What :func:`verify_rows` found."""
@@ -113,12 +97,10 @@ def verify_rows(
     modulation, kinds = schema.MODULATION in f, schema.features_in(f)
     datasets = [f[name] for name in schema.row_datasets(modulation, kinds)[:-1] if name in f]
     stored = f[schema.CHECKSUM]
-    row_bytes = sum(ds.dtype.itemsize * math.prod(ds.shape[1:]) for ds in datasets)
-    step = max(1, min(_BLOCK, _BLOCK_BYTES // max(row_bytes, 1)))
+    step = block_rows(datasets)
     out = Verified(rows=sum(hi - lo for lo, hi in spans))
     done = 0
-    # hashlib lets go of the GIL while it hashes a large buffer: rows hash on every core.
-    with ThreadPoolExecutor(_THREADS) as pool:
+    with hash_pool() as pool:
         for lo, hi in spans:
             for start in range(lo, hi, step):
                 stop = min(start + step, hi)
@@ -143,14 +125,32 @@ def _bad_rows(
         for i in range(start, stop):  # which rows of the block are unreadable
             each += _bad_rows(datasets, stored, i, i + 1, pool)
         return each
+    return [start + j for j in mismatched(columns, expected, pool)]
+
+
+def block_rows(datasets: Sequence[Any]) -> int:
+    """How many rows of ``datasets`` to read at once: about :data:`_BLOCK_BYTES`."""
+    row_bytes = sum(ds.dtype.itemsize * math.prod(ds.shape[1:]) for ds in datasets)
+    return int(max(1, min(_BLOCK, _BLOCK_BYTES // max(row_bytes, 1))))
+
+
+def hash_pool() -> Executor:
+    """Threads to hash rows with: hashlib lets go of the GIL while it hashes a large
+    buffer, so rows hash on every core."""
+    return ThreadPoolExecutor(_THREADS)
+
+
+def mismatched(columns: Sequence[np.ndarray], expected: np.ndarray, pool: Executor) -> list[int]:
+    """The rows (offsets) of ``columns`` (one block of rows of every per-row dataset but the
+    checksum, in checksum order, as stored) whose checksum is not ``expected``'s."""
     # A row's checksum covers its bytes in every dataset in turn: hashing the rows of one
     # matrix of those bytes side by side is the same hash, with one call per row.
-    rows = stop - start
+    rows = len(expected)
     joined = np.concatenate([c.reshape(rows, -1).view(np.uint8) for c in columns], axis=1)
     cut = -(-rows // _THREADS)
     found = pool.map(lambda lo: [row_digest(r) for r in joined[lo : lo + cut]], range(0, rows, cut))
     digests = [d for part in found for d in part]
-    return [start + j for j, d in enumerate(digests) if d != bytes(expected[j])]
+    return [j for j, d in enumerate(digests) if d != bytes(expected[j])]
 
 
 def row_digest(data: Any) -> bytes:

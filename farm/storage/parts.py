@@ -35,18 +35,18 @@ import h5py
 from h5py import h5d, h5p, h5s
 
 from farm.config import RunSpec
-from farm.errors import CollectError
 from farm.params.tiers import TierParams
 from farm.paths import remove_dead_temps
-from farm.storage.integrity import verify_rows
 from farm.storage.merge import (
     MergeResult,
     MissingRowsError,
     Piece,
+    Plan,
     Shards,
+    damaged_jobs,
     finish,
-    keep_rows,
     open_pieces,
+    plan_rows,
 )
 from farm.storage.shard import ShardWriter
 
@@ -90,23 +90,10 @@ def link(
     shards = Shards()
     try:
         chosen, result = open_pieces(out, spec, [_located(p, parts) for p in pieces], shards)
-        plan: list[tuple[Piece, list[int]]] = []
-        duplicates: list[int] = []
-        k = 0
-        for p in chosen:
-            block, preset, note = (c[p.start : p.start + p.count] for c in shards.keys(p.shard))
-            keep = keep_rows(
-                (block, preset, note), p, n - k, result, duplicates, spec.sampling.block
-            )
-            plan.append((p, keep))
-            k += len(keep)
-            if k >= n:
-                break
-        damaged = _damaged(plan, shards)
+        plan, duplicates = plan_rows(chosen, shards, n, result, spec.sampling.block)
+        damaged = damaged_jobs(plan, shards)
         if damaged:
             raise MissingRowsError(sorted(damaged), next(iter(damaged.values())))
-        if k < n:
-            raise CollectError(f"only {k} distinct rows in the shards, fewer than n={n}")
         sizes = {p.shard.name: shards.rows(p.shard) for p, _ in plan}
     finally:
         shards.close()
@@ -129,28 +116,6 @@ def link(
     result.parts = len(keep_names)
     result.seconds = time.monotonic() - t0
     return result
-
-
-def _damaged(plan: Sequence[tuple[Piece, list[int]]], shards: Shards) -> dict[int, str]:
-    """The jobs some of whose chosen rows fail their checksum (or cannot be read), and
-    why: every chosen row of a shard checked in one pass over the shard, in runs of
-    consecutive rows (one worker's consecutive jobs are adjacent)."""
-    by_shard: dict[Path, list[tuple[Piece, list[int]]]] = {}
-    for p, keep in plan:
-        by_shard.setdefault(p.shard, []).append((p, keep))
-    damaged: dict[int, str] = {}
-    for shard, items in by_shard.items():
-        rows = [p.start + i for p, keep in items for i in keep]
-        # One range from the first chosen row to the last: the few rows between that the
-        # dataset leaves out (duplicates, jobs past n) cost less to read than the many
-        # small reads of the exact runs would.
-        bad = set(verify_rows(shards.files[shard], [(min(rows), max(rows) + 1)]).bad)
-        for p, keep in items:
-            failed = bad.intersection(p.start + i for i in keep)
-            if failed:
-                why = f"{len(failed)} row(s) of job {p.job} fail their checksum"
-                damaged[p.job] = f"{shard.name}: {why}"
-    return dict(sorted(damaged.items()))
 
 
 def _here(fn: Callable[[], None]) -> None:
@@ -181,7 +146,7 @@ def _move_in(parts: Path, shards: set[Path]) -> None:
             shard.unlink()
 
 
-def _mappings(plan: Sequence[tuple[Piece, list[int]]]) -> list[tuple[str, int, int]]:
+def _mappings(plan: Plan) -> list[tuple[str, int, int]]:
     """The dataset's rows in order as (shard name, first row there, rows): every run of
     consecutive rows of one shard is one mapping, across jobs too."""
     out: list[tuple[str, int, int]] = []
