@@ -29,6 +29,25 @@ def row_bytes(spec: RunSpec) -> int:
     return row
 
 
+#: Runs of more rows than this, or of more bytes than :data:`PARTED_BYTES`, are parted by
+#: default (``--part-rows``), in parts of at most this many rows...
+PARTED_ROWS = 10_000
+#: ... and of about this many bytes: a 2 s stereo tier-2 row is 0.7 MB, so one file of
+#: 10,000 of them would be 7 GB, copied once more by the collector (twice the dataset on
+#: disk while it copies, and a copy whose share of the run grows with the workers).
+PARTED_BYTES = 1_000_000_000
+
+
+def default_part_rows(spec: RunSpec) -> int:
+    """The part size a run gets without ``--part-rows``: 0 (one file) for a dataset of at
+    most :data:`PARTED_ROWS` rows and :data:`PARTED_BYTES` bytes, else parts of about
+    :data:`PARTED_BYTES` bytes and at most :data:`PARTED_ROWS` rows."""
+    size = row_bytes(spec)
+    if spec.n <= PARTED_ROWS and spec.n * size <= PARTED_BYTES:
+        return 0
+    return max(1, min(PARTED_ROWS, PARTED_BYTES // size))
+
+
 def estimate_bytes(spec: RunSpec, extra_jobs: int = 0, rows: int | None = None) -> int:
     """Disk a run needs at its peak: the shards (whole jobs: the rows of ``rows`` rounded
     up to jobs, plus ``extra_jobs`` that may finish past the last needed one) and the

@@ -83,6 +83,7 @@ def test_written_file_passes_schema_and_reads_back(
         info = r.info()
         assert info["rows"] == len(rows) and info["tier"] == tier
         assert info["rejections"] == {"SILENT": 2} and info["renders"] == len(rows) + 2
+        assert r.totals() == {k: info[k] for k in ("rows", "renders", "rejections")}
         s = r.get_sample(4)
         assert np.array_equal(s["audio"], rows[4].audio)
         assert np.array_equal(s["continuous"], rows[4].label.continuous)

@@ -22,6 +22,7 @@ import click
 from farm.cli.options import farm_settings
 from farm.cli.report import echo_flower, echo_weights
 from farm.cli.session import Farm, cpu_count, local_workers, open_farm
+from farm.disk import PARTED_BYTES, PARTED_ROWS, default_part_rows
 from farm.errors import InterruptedRun, UsageError
 
 workers_option = click.option(
@@ -87,7 +88,7 @@ def _follow(farm: Farm, ledger: Any, started: float) -> Any:
 
         out = stored_output(farm.settings.data_dir, st.output, roots=farm.settings.output_roots)
         with FarmReader(out) as r:
-            info = r.info()
+            info = r.totals()  # not info(): it reads per-row columns of the whole dataset
         rej = info["rejections"]
         renders = info["renders"]
         rejected = sum(rej.values()) / renders if renders else 0.0
@@ -194,9 +195,10 @@ def register(cli: click.Group) -> None:
         type=int,
         default=None,
         help="Write the dataset as part files of about K rows in NAME.parts/, joined by "
-        "NAME.h5 (an HDF5 virtual dataset): the collector copies nothing. Default: parts of "
-        f"{AUTO_PART_ROWS} rows for runs of more than {AUTO_PART_ROWS} rows, one file "
-        "otherwise; 0: always one file.",
+        "NAME.h5 (an HDF5 virtual dataset): the collector copies nothing. Default: one file "
+        f"for datasets of at most {PARTED_ROWS:,} rows and {PARTED_BYTES / 1e9:g} GB, else "
+        f"parts of about {PARTED_BYTES / 1e9:g} GB and at most {PARTED_ROWS:,} rows; 0: "
+        "always one file.",
     )
     @click.option(
         "--inject-kill-job", "kill_jobs", type=int, multiple=True, hidden=True,
@@ -354,14 +356,13 @@ def register(cli: click.Group) -> None:
 #: Rows per part of a parted dataset when ``--part-rows`` is not given, and the run size
 #: from which a dataset is parted by default (README, "Parted output": the merge's copy
 #: grows with n and the number of workers; joining parts costs milliseconds).
-AUTO_PART_ROWS = 10_000
 
 
 def _parted(spec: Any, part_rows: int | None) -> Any:
     if part_rows is not None and part_rows < 0:
         raise UsageError(f"--part-rows must be 0 (one file) or a number of rows, got {part_rows}")
     if part_rows is None:
-        part_rows = AUTO_PART_ROWS if spec.n > AUTO_PART_ROWS else 0
+        part_rows = default_part_rows(spec)
     return spec.model_copy(update={"part_rows": part_rows or None})
 
 

@@ -15,6 +15,7 @@ every row copied is checked against the checksum the worker made, on the bytes c
 :mod:`farm.storage.integrity`), so a shard lost or damaged (a killed worker, a bad disk) is
 reported as the jobs to render again instead of a short or corrupt file.
 """
+
 from __future__ import annotations
 
 import logging

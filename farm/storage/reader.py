@@ -58,6 +58,16 @@ class FarmReader:
         """The open h5py file (read-only)."""
         return self._f
 
+    def totals(self) -> dict[str, Any]:
+        """Rows, renders and rejections by reason, from the file's attributes alone (no
+        per-row column is read: cheap on any size of dataset)."""
+        a = self._f.attrs
+        return {
+            "rows": len(self),
+            "renders": int(a.get("renders", 0)),
+            "rejections": json.loads(a["rejections"]),
+        }
+
     def info(self) -> dict[str, Any]:
         """A summary: rows, tier, audio layout, notes, rejections, spec and versions."""
         a = self._f.attrs
