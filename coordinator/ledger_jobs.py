@@ -8,11 +8,16 @@ outstanding jobs), ``done`` (hash job -> JSON detail: shard, first row, rows, re
 ``rows`` (hash job -> rows), ``rej`` (hash reason -> count), ``attempts`` (hash),
 ``workers`` (set), ``collect`` (the once-only collector flag), ``spans`` (hash job ->
 "first,size": the presets each job renders, decided when it is first sent; absent for runs
-of fixed-size jobs). ``farm:runs`` is a sorted set of run ids by creation time.
+of fixed-size jobs), ``audio`` (set: the audio hash of every row in the prefix, the
+duplicate check) and ``dups`` (hash job -> offsets of its duplicate rows). ``farm:runs``
+is a sorted set of run ids by creation time.
 
 Every decision that must be atomic across workers (record a job once, advance the prefix,
-decide the top-up, trigger the collector once) is one Lua script (``coordinator/lua/``), so
-Redis memory is bounded by the window (outstanding jobs) plus one small entry per done job.
+decide the top-up, trigger the collector once) is one Lua script (``coordinator/lua/``).
+While a run is open Redis holds a small entry per done job and a hash per row (about 235
+bytes a row in all, measured at 20,000 rows: the audio set 84, the done records 78, the
+other per-job hashes 24 each); when it is done only its meta, totals and rejection counts
+stay.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ ALL_STATES = (RUNNING, COLLECTING, DONE, CANCELLED, FAILED)
 #: The ledger's atomic steps, as Lua scripts in ``coordinator/lua/`` (each run after
 #: ``now.lua``, which reads the broker's clock).
 _LUA = Path(__file__).with_name("lua")
+
+
+#: The keys only collecting needs; a run that is done drops them (see ``move.lua``).
+_BUILD_KEYS = ("done", "rows", "attempts", "results", "audio", "dups", "spans")
 
 
 def _script(name: str) -> str:
@@ -135,6 +144,7 @@ class JobLedger:
                     self.k["sent"],
                     self.k["beat"],
                     self.k["running"],
+                    *self._keys(*_BUILD_KEYS),
                 ],
                 args=[json.dumps(list(only_from)), to, json.dumps(fields), self.run_id],
             )

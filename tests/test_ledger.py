@@ -78,9 +78,23 @@ def test_a_done_run_has_nothing_outstanding(client: redis.Redis) -> None:
     _finish(ledger, 1, ["d", "e", "f"])  # 6 rows >= n = 5: job 2 is not needed
     assert ledger.state() == COLLECTING and ledger.outstanding() == [2]
     kept = _ledger(client, "failed-keeps")
+    _finish(kept, 0, ["a"])
     assert kept.fail("test") and kept.outstanding()
+    before = ledger.status()
     assert ledger.move("done", only_from=(COLLECTING,))
     assert ledger.outstanding() == [] and ledger.status().outstanding == 0
+    # What only collecting needed is gone (Redis holds no row of a done run); the totals
+    # that `farm status` shows stay.
+    built = ("done", "rows", "audio", "spans")
+    assert client.exists(*(kept.k[k] for k in built)) == len(built)
+    assert client.exists(*(ledger.k[k] for k in built)) == 0
+    after = ledger.status()
+    assert (after.accepted, after.renders, after.jobs_done) == (5, 4, 2)
+    assert (after.accepted, after.renders, after.jobs_done) == (
+        before.accepted,
+        before.renders,
+        before.jobs_done,
+    )
 
 
 def test_each_job_is_recorded_once_and_the_window_is_topped_up(client: redis.Redis) -> None:

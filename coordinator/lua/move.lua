@@ -2,6 +2,7 @@
 -- resumed frozen worker cannot move a run that someone else already moved on.
 local meta, active, collect = KEYS[1], KEYS[2], KEYS[3]
 local sent, beat, running = KEYS[4], KEYS[5], KEYS[6]
+-- KEYS[7..]: what only building the file needs (per job and per row).
 local state = redis.call('HGET', meta, 'state')
 if not state then return '' end
 local ok = false
@@ -17,7 +18,13 @@ else
 end
 if ARGV[2] == 'running' then redis.call('DEL', collect) end
 if ARGV[2] == 'collecting' then redis.call('SET', collect, now) end
--- Done: jobs still out (sent past the rows the file needed) are not needed any more. A
--- failed or cancelled run keeps them, for resume.
-if ARGV[2] == 'done' then redis.call('DEL', sent, beat, running) end
+-- Done: jobs still out (sent past the rows the file needed) are not needed any more, nor
+-- is what the collector built the file from: the per-job records, and every row's audio
+-- hash, which would otherwise stay in Redis for every run ever made (about 270 bytes a
+-- row). The totals (ctr, rej) and meta stay for `farm status`. A failed or cancelled run
+-- keeps everything, for resume.
+if ARGV[2] == 'done' then
+  redis.call('DEL', sent, beat, running)
+  for i = 7, #KEYS do redis.call('DEL', KEYS[i]) end
+end
 return 'ok'
