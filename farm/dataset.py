@@ -19,7 +19,7 @@ import numpy as np
 from farm.errors import DatasetError
 from farm.params.normalize import to_raw
 from farm.storage import schema
-from farm.storage.reader import FarmReader, open_rows
+from farm.storage.reader import FarmReader, OpenDatasets, open_rows
 from farm.storage.splits import SIDES, position
 
 #: Short names of the array fields; metadata fields go by their own name (``midi_note``).
@@ -158,7 +158,9 @@ class FarmDataset:
     def file(self) -> Any:
         """This process's handle, opened on first use (and again after a fork)."""
         if self._file is None or self._pid != os.getpid():
-            self._file = open_rows(self.path)
+            # Each dataset opened once per handle (see OpenDatasets: a parted file's are
+            # costly to open).
+            self._file = OpenDatasets(open_rows(self.path))
             self._pid = os.getpid()
         return self._file
 
@@ -224,7 +226,7 @@ class FarmDataset:
     def close(self) -> None:
         """Close this process's handle (it reopens on the next item)."""
         if self._file is not None and self._pid == os.getpid():
-            self._file.close()
+            self._file.file.close()
         self._file = None
 
     def __getstate__(self) -> dict[str, Any]:

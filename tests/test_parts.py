@@ -55,6 +55,11 @@ def test_parted_output_is_the_same_dataset(tmp_path: Path) -> None:
     assert farm(tmp_path, "verify", str(moved / "parted.h5")).returncode == 0
     ds = FarmDataset(moved / "parted.h5", as_torch=False)
     np.testing.assert_array_equal(ds[N - 1]["audio"], one[schema.AUDIO][N - 1])
+    # Each virtual dataset is opened once per handle, not per row (an open reads every
+    # mapping: 12 ms at 20,000 rows, 66 times a row's read).
+    audio = ds.file[schema.AUDIO]
+    np.testing.assert_array_equal(ds[0]["audio"], one[schema.AUDIO][0])
+    assert ds.file[schema.AUDIO] is audio
     out = tmp_path / "wav"
     assert farm(tmp_path, "export", str(moved / "parted.h5"), "-o", str(out)).returncode == 0
     assert len(list((out / "rows").iterdir())) == N
