@@ -171,7 +171,7 @@ def _make_virtual(
     """Replace the empty dataset ``name`` by a virtual one over the mapped rows.
 
     Built with HDF5's own calls: h5py's ``VirtualLayout`` deep-copies a selection object
-    for every slice it maps (about 0.25 ms each: 26 s for the 77,000 mappings of a
+    for every slice it maps (under a profiler, 26 s for the 77,000 mappings of a
     20,000-row run), where ``H5Pset_virtual`` costs microseconds.
     """
     empty = f[name]
