@@ -184,15 +184,18 @@ def test_merge_copies_interleaved_jobs_and_names_damaged_ones(
     rows = {j: fake_rows(spec, tp1, j) for j in range(3)}
     block = spec.sampling.block
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
-    for path, jobs in ((a, [0, 2]), (b, [1])):
+    # Between jobs 0 and 2 in shard a, 72 rows the dataset does not take (jobs past n):
+    # job 2 is far from job 0 there, as a job sent again lands late in its shard.
+    later = [row for j in range(3, 12) for row in fake_rows(spec, tp1, j)]
+    for path, parts in ((a, [rows[0], later, rows[2]]), (b, [rows[1]])):
         with ShardWriter(path, spec, tp1, registry.fingerprint) as w:
-            for j in jobs:
-                w.append(rows[j])
+            for part in parts:
+                w.append(part)
             w.close({}, renders=0)
     pieces = [
         Piece(0, a, 0, 8, presets=(0, 4)),
         Piece(1, b, 0, 8, presets=(block, 4)),
-        Piece(2, a, 8, 8, presets=(2 * block, 4)),
+        Piece(2, a, 80, 8, presets=(2 * block, 4)),
     ]
     out = tmp_path / "out.h5"
     done = merge(out, spec, tp1, registry.fingerprint, pieces, by_preset={})
@@ -206,7 +209,7 @@ def test_merge_copies_interleaved_jobs_and_names_damaged_ones(
     assert verify_file(out).bad == []
     out.unlink()
     with h5py.File(a, "a") as f:
-        f[schema.AUDIO][9, 0, 0] += 0.5  # job 2's second row
+        f[schema.AUDIO][81, 0, 0] += 0.5  # job 2's second row
     with h5py.File(b, "a") as f:
         if codec == "gzip":  # job 1's third row no longer decodes
             f[schema.AUDIO].id.write_direct_chunk((2, 0, 0), b"not gzip at all", 0)

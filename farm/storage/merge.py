@@ -326,12 +326,12 @@ def damaged_jobs(plan: Plan, shards: Shards) -> dict[int, str]:
     damaged: dict[int, str] = {}
     for shard, items in by_shard.items():
         rows = [p.start + i for p, keep in items for i in keep]
-        # One range from the first chosen row to the last: the few rows between that the
-        # dataset leaves out (duplicates, jobs past n) cost less to read than the many
-        # small reads of the exact runs would.
-        span = [(min(rows), max(rows) + 1)]
+        # Ranges of nearby chosen rows: the rows between that the dataset leaves out
+        # (duplicates, jobs past n) cost less to read than the many small reads of the
+        # exact runs would.
+        ranges = _nearby(rows, gap=1024)
         try:
-            bad = set(integrity.verify_rows(shards.files[shard], span).bad)
+            bad = set(integrity.verify_rows(shards.files[shard], ranges).bad)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             for p, _ in items:
                 damaged[p.job] = f"{shard.name}: job {p.job} unreadable: {e}"
@@ -394,15 +394,28 @@ def _copy_rows(writer: ShardWriter, shards: Shards, plan: Plan, res: MergeResult
 
 
 def _gather(src: Sequence[Any], at: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` of the datasets ``src[at]``: one read per shard, from its first row
-    to its last (the rows between that are left out are few)."""
+    """Rows ``rows`` of the datasets ``src[at]``: one read per shard and run of nearby rows
+    (rows between that are left out cost less to read than another read would; a job sent
+    again lands far later in its shard, and is read on its own)."""
     first = src[int(at[0])]
     out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
     for a in np.unique(at).tolist():
-        mine = at == a
-        wanted = rows[mine]
-        lo, hi = int(wanted.min()), int(wanted.max()) + 1
-        out[mine] = src[a][lo:hi][wanted - lo]
+        mine = np.flatnonzero(at == a)
+        for lo, hi in _nearby(rows[mine].tolist()):
+            part = mine[(rows[mine] >= lo) & (rows[mine] < hi)]
+            out[part] = src[a][lo:hi][rows[part] - lo]
+    return out
+
+
+def _nearby(rows: Sequence[int], gap: int = 64) -> list[tuple[int, int]]:
+    """Ranges (first, past the last) covering ``rows``, split where more than ``gap`` rows
+    lie between two of them."""
+    out: list[tuple[int, int]] = []
+    for r in sorted(set(rows)):
+        if out and r - out[-1][1] <= gap:
+            out[-1] = (out[-1][0], r + 1)
+        else:
+            out.append((r, r + 1))
     return out
 
 
