@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from farm.config import CompressionSettings, RunSpec
+from farm.config import CompressionSettings, RenderSettings, RunSpec
+from farm.disk import PARTED_BYTES, PARTED_ROWS, default_part_rows, row_bytes
 from farm.errors import DatasetError, OutputExistsError, OutputPathError
 from farm.jobs.plan import sample_job
 from farm.params.label import Label
@@ -217,6 +218,17 @@ def test_merge_copies_interleaved_jobs_and_names_damaged_ones(
         merge(out, spec, tp1, registry.fingerprint, pieces, by_preset={})
     assert e.value.jobs == ([1, 2] if codec == "gzip" else [2])
     assert not out.exists() and not list(tmp_path.glob("out.h5*"))
+
+
+def test_large_datasets_are_parted_by_default() -> None:
+    """One file up to 10,000 rows and 1 GB; beyond, parts of about 1 GB, at most 10,000
+    rows (a 6,000-row tier-2 run of 2 s notes is 4.2 GB)."""
+    short = RenderSettings(render_duration=0.1, note_duration=0.05)
+    assert default_part_rows(RunSpec(tier=1, n=10_000, render=short)) == 0
+    assert default_part_rows(RunSpec(tier=1, n=10_001, render=short)) == PARTED_ROWS
+    assert default_part_rows(RunSpec(tier=2, n=1_000)) == 0  # 0.7 GB
+    parts = default_part_rows(RunSpec(tier=2, n=6_000))
+    assert 0 < parts < 6_000 and parts * row_bytes(RunSpec(tier=2, n=1)) <= PARTED_BYTES
 
 
 def test_killed_writer_leaves_a_readable_file_up_to_its_last_flush(tmp_path: Path) -> None:
