@@ -9,6 +9,7 @@ then triggers the collector again when they are done.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import re
 import shutil
@@ -178,6 +179,8 @@ def collect_dataset(
         return Collected(ledger.run_id, out, 0, requeued=len(e.jobs))
     except Exception as e:
         raise _failed(ledger, settings, spec, out, e) from e
+    finally:
+        _give_back_memory()
     if not spec.part_rows:
         # One file now: the parts of a parted dataset it replaced (--force) are not its.
         shutil.rmtree(parts_dir(out), ignore_errors=True)
@@ -195,6 +198,14 @@ def collect_dataset(
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # .shards/ itself, once no run has shards
     return Collected(ledger.run_id, out, merged.rows, merged)
+
+
+def _give_back_memory() -> None:
+    """Return the heap the collector freed to the system (glibc keeps freed memory for
+    reuse: the pool process that collected 20,000 rows held 210 MB more than it needed
+    until ``malloc_trim``; a no-op where there is no glibc)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def in_child(fn: Callable[[], None]) -> None:

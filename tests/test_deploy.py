@@ -248,13 +248,20 @@ def flower(cluster: Cluster) -> Iterator[str]:
         while time.monotonic() < deadline:
             assert proc.poll() is None, (cluster.root / "flower.log").read_text()
             try:
-                if _get(base + "/healthcheck")[0] == 200:
+                # Up, and its event receiver subscribed: it has seen the worker's heartbeat
+                # (every 2 s). Events are published to whoever listens at the time, so a
+                # task that fails before then never reaches Flower.
+                if (
+                    _get(base + "/healthcheck")[0] == 200
+                    and b'flower_worker_online{worker="deploy@'
+                    in _get(base + "/metrics", ("researcher", "s3cret-pass"))[1]
+                ):
                     break
             except OSError:
                 pass
             time.sleep(0.3)
         else:
-            raise AssertionError("Flower did not start")
+            raise AssertionError("Flower did not start, or never saw the worker")
         yield base
     finally:
         proc.terminate()
