@@ -27,8 +27,8 @@ from farm.storage import schema
 #: At most this many rows, and about this many bytes, are read at once by :func:`verify_rows`.
 _BLOCK = 1024
 _BLOCK_BYTES = 32 << 20
-#: Threads that hash a block's rows.
-_THREADS = os.cpu_count() or 1
+#: Threads that hash a block's rows: the cores this process may run on.
+_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def new_hash() -> Any:
