@@ -7,8 +7,9 @@ the seconds and the resident memory each took. Run it with two checkouts on
         --part-rows 10000 --keep-shards -o scale.h5
     python bench/recollect.py data t1-...      # the run id farm submit printed
 
-The run's shards are found in ``data/.shards/RUN`` (a one-file run made with
-``--keep-shards``) or in its ``NAME.parts/`` (a parted run). Nothing of the run is changed.
+The run must be made with ``--keep-shards`` (a done run keeps its ledger record only
+then). Its shards are found in its ``NAME.parts/`` (a parted run) or in
+``data/.shards/RUN``. Nothing of the run is changed.
 """
 
 from __future__ import annotations

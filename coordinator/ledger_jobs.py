@@ -17,7 +17,7 @@ decide the top-up, trigger the collector once) is one Lua script (``coordinator/
 While a run is open Redis holds a small entry per done job and a hash per row (about 235
 bytes a row in all, measured at 20,000 rows: the audio set 84, the done records 78, the
 other per-job hashes 24 each); when it is done only its meta, totals and rejection counts
-stay.
+stay (all of it stays for a run made with ``--keep-shards``).
 """
 
 from __future__ import annotations

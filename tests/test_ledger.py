@@ -88,6 +88,14 @@ def test_a_done_run_has_nothing_outstanding(client: redis.Redis) -> None:
     built = ("done", "rows", "audio", "spans")
     assert client.exists(*(kept.k[k] for k in built)) == len(built)
     assert client.exists(*(ledger.k[k] for k in built)) == 0
+    # A run whose shards are kept keeps their record too (bench/recollect.py reads it).
+    shards = Ledger(client, "kept-shards")
+    shards.create(SPEC, output="kept-shards.h5", window=8, keep_shards=True)
+    shards.top_up()
+    _finish(shards, 0, ["a", "b", "c"])
+    _finish(shards, 1, ["d", "e", "f"])
+    assert shards.move("done", only_from=(COLLECTING,))
+    assert client.exists(*(shards.k[k] for k in built)) == len(built)
     after = ledger.status()
     assert (after.accepted, after.renders, after.jobs_done) == (5, 4, 2)
     assert (after.accepted, after.renders, after.jobs_done) == (

@@ -22,9 +22,11 @@ if ARGV[2] == 'collecting' then redis.call('SET', collect, now) end
 -- is what the collector built the file from: the per-job records, and every row's audio
 -- hash, which would otherwise stay in Redis for every run ever made (about 270 bytes a
 -- row). The totals (ctr, rej) and meta stay for `farm status`. A failed or cancelled run
--- keeps everything, for resume.
+-- keeps everything, for resume; so does a run whose shards are kept (their record with them).
 if ARGV[2] == 'done' then
   redis.call('DEL', sent, beat, running)
-  for i = 7, #KEYS do redis.call('DEL', KEYS[i]) end
+  if redis.call('HGET', meta, 'keep_shards') ~= '1' then
+    for i = 7, #KEYS do redis.call('DEL', KEYS[i]) end
+  end
 end
 return 'ok'
