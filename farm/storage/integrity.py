@@ -3,10 +3,10 @@
 A row's checksum is blake2b-128 over the bytes it has in every other per-row dataset, in
 the fixed order of :func:`farm.storage.schema.row_datasets` (audio as stored, labels,
 wavetables, the modulation matrix, metadata). The worker computes it from the arrays it is
-about to write; the collector recomputes it from what it copies (the raw chunk bytes for
-uncompressed audio, so the check costs a hash and no decode), and ``farm verify`` from the
-final file. A shard damaged on disk (a bad sector, a stray ``dd``) therefore never becomes
-data: its rows are treated as lost and their jobs rendered again.
+about to write; the collector recomputes it from the rows it copies (or checks in place),
+and ``farm verify`` from the final file, a block of rows at a time, hashed on every core.
+A shard damaged on disk (a bad sector, a stray ``dd``) therefore never becomes data: its
+rows are treated as lost and their jobs rendered again.
 """
 
 from __future__ import annotations
