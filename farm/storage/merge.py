@@ -329,7 +329,7 @@ def damaged_jobs(plan: Plan, shards: Shards) -> dict[int, str]:
         # Ranges of nearby chosen rows: the rows between that the dataset leaves out
         # (duplicates, jobs past n) cost less to read than the many small reads of the
         # exact runs would.
-        ranges = _nearby(rows, gap=1024)
+        ranges = row_ranges(rows, gap=1024)
         try:
             bad = set(integrity.verify_rows(shards.files[shard], ranges).bad)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
@@ -348,9 +348,9 @@ def _copy_rows(writer: ShardWriter, shards: Shards, plan: Plan, res: MergeResult
     """Copy the plan's rows into the writer's file in blocks, checking each row against its
     checksum on the bytes copied; the damaged jobs, and why.
 
-    Each block of output rows is gathered from each shard with one read per dataset (the
-    range from its first row there to its last) and written with one write per dataset; a
-    dataset compressed the same way in both files moves as its compressed chunks, one per
+    Each block of output rows is gathered from each shard with one read per dataset and run
+    of nearby rows (:func:`_gather`) and written with one write per dataset; a dataset
+    compressed the same way in both files moves as its compressed chunks, one per
     row, and is decoded only to be hashed.
     """
     paths = sorted({p.shard for p, _ in plan})
@@ -401,15 +401,15 @@ def _gather(src: Sequence[Any], at: np.ndarray, rows: np.ndarray) -> np.ndarray:
     out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
     for a in np.unique(at).tolist():
         mine = np.flatnonzero(at == a)
-        for lo, hi in _nearby(rows[mine].tolist()):
+        for lo, hi in row_ranges(rows[mine].tolist()):
             part = mine[(rows[mine] >= lo) & (rows[mine] < hi)]
             out[part] = src[a][lo:hi][rows[part] - lo]
     return out
 
 
-def _nearby(rows: Sequence[int], gap: int = 64) -> list[tuple[int, int]]:
+def row_ranges(rows: Sequence[int], gap: int = 64) -> list[tuple[int, int]]:
     """Ranges (first, past the last) covering ``rows``, split where more than ``gap`` rows
-    lie between two of them."""
+    lie between two of them (``gap=0``: the runs of consecutive rows)."""
     out: list[tuple[int, int]] = []
     for r in sorted(set(rows)):
         if out and r - out[-1][1] <= gap:

@@ -47,6 +47,7 @@ from farm.storage.merge import (
     finish,
     open_pieces,
     plan_rows,
+    row_ranges,
 )
 from farm.storage.shard import ShardWriter
 
@@ -151,7 +152,7 @@ def _mappings(plan: Plan) -> list[tuple[str, int, int]]:
     consecutive rows of one shard is one mapping, across jobs too."""
     out: list[tuple[str, int, int]] = []
     for p, keep in plan:
-        for lo, hi in _runs(keep):
+        for lo, hi in row_ranges(keep, gap=0):
             start, count = p.start + lo, hi - lo
             if out and out[-1][0] == p.shard.name and sum(out[-1][1:]) == start:
                 out[-1] = (p.shard.name, out[-1][1], out[-1][2] + count)
@@ -195,14 +196,3 @@ def _make_virtual(
         k += count
     made = h5d.create(f.id, key, tid, h5s.create_simple((n, *shape)), dcpl=dcpl)
     h5py.Dataset(made).attrs.update(attrs)
-
-
-def _runs(offsets: Sequence[int]) -> list[tuple[int, int]]:
-    """Consecutive runs of increasing offsets as (first, past the last)."""
-    out: list[tuple[int, int]] = []
-    for i in offsets:
-        if out and out[-1][1] == i:
-            out[-1] = (out[-1][0], i + 1)
-        else:
-            out.append((i, i + 1))
-    return out
