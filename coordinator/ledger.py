@@ -63,12 +63,15 @@ class Ledger(JobLedger):
         faults: Faults | None = None,
         fingerprint: str = "",
         lost_after_s: float = 40.0,
+        workers: int = 0,
     ) -> None:
         """Store a new run (state ``running``, nothing sent yet).
 
         Args:
             fingerprint: the registry fingerprint the labels must index; a worker whose
                 vita gives another one refuses the run (empty: not checked).
+            workers: worker processes known to serve the run (an embedded run's local
+                workers; 0: unknown until they take its jobs).
 
         Raises:
             UsageError: a run with this id exists.
@@ -86,6 +89,9 @@ class Ledger(JobLedger):
             # Dataset jobs shrink near the end (coordinator/lua/advance.lua): the last
             # jobs are spread over about window / 2 workers (2 jobs out per local worker).
             "tail": max(1, window // 2) if kind_of(spec) is DATASET else 0,
+            # Worker processes known to serve the run before any took a job (an embedded
+            # run's local workers; 0 on a broker): its first jobs are shared among them.
+            "known_workers": workers,
             "keep_shards": int(keep_shards),
             "faults": (faults or Faults()).model_dump_json(),
             "kind": kind_of(spec).name,

@@ -57,12 +57,14 @@ def submit(
     faults: Faults | None = None,
     fingerprint: str = "",
     lost_after_s: float = 40.0,
+    workers: int = 0,
 ) -> None:
     """Create the run in the ledger and send its first jobs.
 
     Args:
         fingerprint: the registry fingerprint every worker must have.
         lost_after_s: the run's heartbeat limit (shown by ``farm status``).
+        workers: the local worker processes of an embedded run (0 on a broker).
     """
     ledger.create(
         spec,
@@ -72,6 +74,7 @@ def submit(
         faults=faults,
         fingerprint=fingerprint,
         lost_after_s=lost_after_s,
+        workers=workers,
     )
     sender.dispatch(ledger.run_id, ledger.top_up())
 

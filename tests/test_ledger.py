@@ -209,6 +209,22 @@ def test_the_last_jobs_of_a_run_are_smaller(client: redis.Redis) -> None:
     assert 16 * 2 > sum(s for s in sizes if s < 16) >= 16  # the tail is about 2 batches
 
 
+def test_a_small_embedded_run_shares_its_first_jobs(client: redis.Redis) -> None:
+    """An embedded run knows its local workers before any takes a job: a run smaller than
+    a batch per worker is cut so that each gets a share at once (whole jobs left one of
+    two workers idle for the whole of a 40-row run). On a broker nothing is known yet."""
+    spec = RunSpec(tier=1, n=20, batch_size=16, render=RenderSettings(notes=(60,)))
+
+    def first_spans(run_id: str, workers: int) -> list:
+        ledger = Ledger(client, run_id)
+        ledger.create(spec, output=f"{run_id}.h5", window=4, keep_shards=False, workers=workers)
+        return [ledger.start_job(j, "w")[2] for j in ledger.top_up().jobs]
+
+    # 10 presets for one worker, 5 + 3 + 2 for the other (each job 1/2 of what is left).
+    assert first_spans("small-embedded", workers=2) == [(0, 10), (10, 5), (15, 3), (18, 2)]
+    assert first_spans("small-broker", workers=0) == [(0, 16), (16, 4)]
+
+
 def test_runs_of_fixed_jobs_keep_them(client: redis.Redis) -> None:
     """An importance run's jobs are one base preset each, never split: no spans."""
     from farm.config import WeightsSettings

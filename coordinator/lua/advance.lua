@@ -94,10 +94,14 @@ end
 -- batch / 8, unless fewer are needed), so the last jobs are small and end together instead of one worker finishing
 -- a whole batch while the others idle. Rows are keyed by preset, so spans never change
 -- them.
--- No more ways to share the tail than worker processes that have taken a job of the run
--- (none yet: whole jobs), so a cluster's large default window does not cut a small run
--- into tiny jobs.
-tail = math.max(1, math.min(tail, redis.call('SCARD', workersk)))
+-- No more ways to share the tail than worker processes known to serve the run: those that
+-- have taken a job of it, or an embedded run's local workers from the start (so a small
+-- run's first jobs are shared among them). On a broker, none is known before one takes a
+-- job: whole jobs, so a cluster's large default window does not cut a small run into tiny
+-- jobs.
+local known = math.max(redis.call('SCARD', workersk),
+  tonumber(redis.call('HGET', meta, 'known_workers') or '0'))
+tail = math.max(1, math.min(tail, known))
 local batch = tonumber(redis.call('HGET', meta, 'batch'))
 local per_preset = per / batch
 local dp = tonumber(redis.call('HGET', ctr, 'done_presets') or '0')

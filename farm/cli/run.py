@@ -152,6 +152,7 @@ def start_run(
                 faults=faults,
                 fingerprint=get_registry().fingerprint,
                 lost_after_s=farm.settings.lost_after_s,
+                workers=workers or 0,
             )
             created = True
             _announce_and_follow(farm, ledger, started, what, workers, wait)
