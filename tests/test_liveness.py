@@ -334,3 +334,27 @@ def test_one_output_is_claimed_by_one_run(tmp_path: Path, redis_server: RedisSer
                  env=env())  # fmt: skip
     assert again.returncode == 2 and "exists" in again.stderr
     assert not (tmp_path / "data" / ".claims").exists()  # released when done, none left
+
+
+def test_a_small_run_on_the_broker_is_shared_among_its_workers(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Each worker stamps itself on the broker when ready (coordinator.nodes), so a
+    submitter knows how many processes serve it: a run smaller than a batch per worker goes
+    out in shares, not in one whole job that leaves the other worker idle."""
+    from coordinator.nodes import live_processes
+
+    url = redis_server.url
+    client = redis.Redis.from_url(url, decode_responses=True)
+    with Workers(tmp_path, url, env(), count=2):
+        deadline = time.monotonic() + 60
+        while live_processes(client, 60) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert live_processes(client, 60) == 2
+        # 8 rows of 2 notes: 4 presets at first (a job of 16 is expected to give 32 rows).
+        out = farm(tmp_path, "submit", *SPEC, "--batch-size", "16", "-n", "8", "--broker", url,
+                   "-o", "small.h5", "--wait", "--keep-shards", env=env())  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip().split()[-1]
+    spans = client.hgetall(Ledger(client, run_id).k["spans"])
+    assert (spans["0"], spans["1"]) == ("0,2", "2,2"), spans  # whole: one job of "0,4"

@@ -60,7 +60,8 @@ def _start_supervisor(sender: Any = None, **_: Any) -> None:
     from workers.liveness import SupervisorThread
 
     node = str(getattr(sender, "hostname", "") or f"pid-{os.getpid()}")
-    thread = SupervisorThread(_running[0], node)
+    processes = int(getattr(getattr(sender, "pool", None), "num_processes", 1) or 1)
+    thread = SupervisorThread(_running[0], node, processes)
     thread.start()
     _supervisor.append(thread)
 

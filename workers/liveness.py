@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from coordinator.broker import Sender, connect
+from coordinator.nodes import announce
 from coordinator.supervisor import supervise
 from farm.errors import FarmError
 from farm.settings import FarmSettings
@@ -46,14 +47,19 @@ def beating(beat: Callable[[], object], every_s: float) -> Iterator[None]:
 class SupervisorThread:
     """A daemon thread of a worker's main process making supervisor passes.
 
+    It also stamps the worker as serving (:mod:`coordinator.nodes`) at every tick, the
+    first at once, so a submitter on the broker knows how many processes share its run.
+
     Args:
         settings: the worker's settings (broker, intervals).
         node: this worker's name (holder of the cluster-wide pass lock).
+        processes: the worker's pool processes.
     """
 
-    def __init__(self, settings: FarmSettings, node: str) -> None:
+    def __init__(self, settings: FarmSettings, node: str, processes: int = 1) -> None:
         self.settings = settings
         self.node = node
+        self.processes = processes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="farm-supervisor", daemon=True)
 
@@ -68,12 +74,15 @@ class SupervisorThread:
     def _loop(self) -> None:
         client = None
         sender = None
-        while not self._stop.wait(self.settings.supervise_s):
+        wait = 0.0  # the first stamp at once, passes every supervise_s
+        while not self._stop.wait(wait):
+            wait = self.settings.supervise_s
             try:
                 if client is None:
                     client = connect(self.settings)
                     sender = Sender.for_settings(self.settings)
                 assert sender is not None
+                announce(client, self.node, self.processes)
                 for p in supervise(client, sender, self.settings, node=self.node):
                     log.warning(
                         "supervisor: run %s: resent %s, topped up %d, collector %s",

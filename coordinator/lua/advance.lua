@@ -95,10 +95,10 @@ end
 -- a whole batch while the others idle. Rows are keyed by preset, so spans never change
 -- them.
 -- No more ways to share the tail than worker processes known to serve the run: those that
--- have taken a job of it, or an embedded run's local workers from the start (so a small
--- run's first jobs are shared among them). On a broker, none is known before one takes a
--- job: whole jobs, so a cluster's large default window does not cut a small run into tiny
--- jobs.
+-- have taken a job of it, or from the start its known_workers (an embedded run's local
+-- workers; on a broker, those stamped in coordinator.nodes), so a small run's first jobs
+-- are shared among them. None known: whole jobs, so a cluster's large default window does
+-- not cut a small run into tiny jobs.
 local known = math.max(redis.call('SCARD', workersk),
   tonumber(redis.call('HGET', meta, 'known_workers') or '0'))
 tail = math.max(1, math.min(tail, known))

@@ -126,6 +126,7 @@ def start_run(
         prefix: before the run id (``w`` for importance runs).
     """
     from coordinator.ledger import Ledger
+    from coordinator.nodes import live_processes
     from coordinator.run import new_run_id, window_for
     from coordinator.run import submit as submit_run
     from farm.params.registry import get_registry
@@ -152,7 +153,8 @@ def start_run(
                 faults=faults,
                 fingerprint=get_registry().fingerprint,
                 lost_after_s=farm.settings.lost_after_s,
-                workers=workers or 0,
+                # On a broker: the pool processes of the workers serving it now.
+                workers=workers or live_processes(farm.client, 3 * farm.settings.supervise_s),
             )
             created = True
             _announce_and_follow(farm, ledger, started, what, workers, wait)
