@@ -161,6 +161,9 @@ class VitaThread:
         self._done_r, self._done_w = os.pipe()
         self.arena = self.heap = 0
         self.error = ""
+        #: Calls made so far: vita's memory in this process changes only through them, so
+        #: an unchanged count means unchanged memory (:mod:`farm.render.resident`).
+        self.calls = 0
         self._thread = threading.Thread(target=self._loop, name="vita-arena", daemon=True)
         self._thread.start()
         self._probe()
@@ -234,6 +237,7 @@ class VitaThread:
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the vita thread and return its result (or raise its error)."""
         with self._calls:
+            self.calls += 1
             self._todo.append(fn)
             os.write(self._req_w, b"c")
             os.read(self._done_r, 1)
