@@ -70,8 +70,9 @@ class Ledger(JobLedger):
         Args:
             fingerprint: the registry fingerprint the labels must index; a worker whose
                 vita gives another one refuses the run (empty: not checked).
-            workers: worker processes known to serve the run (an embedded run's local
-                workers; 0: unknown until they take its jobs).
+            workers: worker processes known to serve the run before any takes a job (an
+                embedded run's local workers, or those stamped on the broker:
+                :mod:`coordinator.nodes`; 0: none known).
 
         Raises:
             UsageError: a run with this id exists.
@@ -90,7 +91,8 @@ class Ledger(JobLedger):
             # jobs are spread over about window / 2 workers (2 jobs out per local worker).
             "tail": max(1, window // 2) if kind_of(spec) is DATASET else 0,
             # Worker processes known to serve the run before any took a job (an embedded
-            # run's local workers; 0 on a broker): its first jobs are shared among them.
+            # run's local workers, or those stamped on the broker): its first jobs are
+            # shared among them.
             "known_workers": workers,
             "keep_shards": int(keep_shards),
             "faults": (faults or Faults()).model_dump_json(),

@@ -64,7 +64,8 @@ def submit(
     Args:
         fingerprint: the registry fingerprint every worker must have.
         lost_after_s: the run's heartbeat limit (shown by ``farm status``).
-        workers: the local worker processes of an embedded run (0 on a broker).
+        workers: worker processes known to serve the run (an embedded run's local
+            workers, or those stamped on the broker; 0: none known).
     """
     ledger.create(
         spec,

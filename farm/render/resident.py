@@ -71,6 +71,8 @@ _NOTE = struct.Struct("<iidd")  # slot, note, velocity, note duration
 _REPLY = struct.Struct("<cii")  # kind, slot, count of new ranges
 _RANGE = struct.Struct("<QQ")
 _PAGES = struct.Struct("<Q")  # bytes of new pages that follow (0: exit)
+#: How long a child that stopped answering may take to become waitable before it is killed.
+_REAP_S = 5.0
 _DONE, _TAINTED, _UNSUPPORTED = b"D", b"T", b"U"
 
 
@@ -255,7 +257,8 @@ class Resident:
         if data is None:
             _write_all(self._cmd, _PAGES.pack(0))
             return False
-        _write_all(self._cmd, _PAGES.pack(len(data)) + data)
+        _write_all(self._cmd, _PAGES.pack(len(data)))
+        _write_all(self._cmd, data)  # up to ~30 MB at a new engine's first row: no copy
         return True
 
     def _stop(self, *, kill: bool) -> int | None:
@@ -264,10 +267,17 @@ class Resident:
             return None
         killed = False
         if kill:
-            try:
-                pid, status = os.waitpid(self._pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = self._pid, 0
+            # A child that just died has closed its pipe before the kernel makes it
+            # waitable: give it a moment, or a crash would be read as a kill (TIMEOUT).
+            deadline = time.monotonic() + _REAP_S
+            while True:
+                try:
+                    pid, status = os.waitpid(self._pid, os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = self._pid, 0
+                if pid != 0 or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.001)
             if pid == 0:
                 os.kill(self._pid, signal.SIGKILL)
                 killed = True
