@@ -17,7 +17,7 @@ What makes that exact (:mod:`farm.render.pages`):
   counts its calls), sends their bytes back: the child puts them in place, keeps a copy
   like the other known pages, and goes on. Tier 2's presets keep finding pages for about
   the first 60 presets (voices, effects, buffers only some settings use); a child replaced
-  at each of them, as before, cost a fork and its copy-on-write faults each time, ~8% of
+  at each of them, as before, cost a fork and its copy-on-write faults each time, 8–13% of
   2 s renders with 2 workers. Where the engine's vita memory did change, or cannot be read,
   the child exits and the next one, forked from the engine process as it is, knows the
   pages too.
