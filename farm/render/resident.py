@@ -147,7 +147,9 @@ class Resident:
             while todo:
                 reply = self._recv()
                 if reply is None:  # the child died or overran: TIMEOUT, or a crash
-                    status = self._stop(kill=True)
+                    # A child that just died closes its pipe before the kernel makes it
+                    # waitable: give it a moment, or a crash would read as a kill (TIMEOUT).
+                    status = self._stop(kill=True, grace_s=_REAP_S)
                     slot = todo[0][0]
                     timed_out = status is None or (
                         os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM
@@ -261,15 +263,14 @@ class Resident:
         _write_all(self._cmd, data)  # up to ~30 MB at a new engine's first row: no copy
         return True
 
-    def _stop(self, *, kill: bool) -> int | None:
-        """End the child; its wait status (None when it had to be killed)."""
+    def _stop(self, *, kill: bool, grace_s: float = 0.0) -> int | None:
+        """End the child; its wait status (None when it had to be killed). With ``kill``,
+        a child still running after ``grace_s`` seconds is killed."""
         if not self._pid:
             return None
         killed = False
         if kill:
-            # A child that just died has closed its pipe before the kernel makes it
-            # waitable: give it a moment, or a crash would be read as a kill (TIMEOUT).
-            deadline = time.monotonic() + _REAP_S
+            deadline = time.monotonic() + grace_s
             while True:
                 try:
                     pid, status = os.waitpid(self._pid, os.WNOHANG)
