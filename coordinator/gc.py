@@ -109,7 +109,8 @@ def _library_objects(root: Path, spec: RunSpec) -> set[str]:
         manifest = Store(root).get(sha)
     except Exception:  # a missing or corrupt manifest protects nothing else
         return {sha}
-    return {sha, *manifest.get("presets", []), *manifest.get("wavetables", [])}
+    files = [f[0] for f in manifest.get("files", [])]  # a streamed library's files
+    return {sha, *manifest.get("presets", []), *manifest.get("wavetables", []), *files}
 
 
 def _dead_temps(root: Path) -> Iterator[Path]:

@@ -215,6 +215,12 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--factory", is_flag=True, help="Also render Vital's factory presets."),
         click.option(
+            "--stream-presets",
+            is_flag=True,
+            help="Start rendering at once: the workers read each real preset as they render "
+            "it (a bad file keeps its index and is counted as FILE_* rejections).",
+        ),
+        click.option(
             "--wavetable-catalog",
             default=None,
             help="Catalog from discover-wt: synthetic oscillators draw wavetables from it.",
@@ -275,6 +281,7 @@ def with_sources(spec: Any, kw: dict[str, Any], data_dir: str) -> Any:
         kw["wavetable_catalog"],
         on_progress=show,
         workers=cpu_count(),
+        stream=kw["stream_presets"],
     )
     for line in prepared.lines():
         show(line)

@@ -89,6 +89,10 @@ def render_job(
         # size never shows in the data.
         g = first + i
         block, index = block_key(spec, g)
+        unreadable = label.extra.get("unreadable")
+        if unreadable:  # a streamed preset file vita cannot use: its reason, per note
+            result.reject(i, f"FILE_{str(unreadable).upper()}", per_preset)
+            continue
         if skip is not None and skip(label):
             result.reject(i, Reason.DUPLICATE, per_preset)
             continue

@@ -71,7 +71,8 @@ def convert(
             ``newer_version``, ``rejected_by_vita``, ``crash``, ``duplicate``).
         cache: what earlier reads found, by file content: a file read before is not read
             again.
-        workers: processes reading at once (each with its own Synth and a child per file).
+        workers: processes reading at once (each with its own Synth and a child per file;
+            never this process, which may render next).
         on_progress: called with (done, total) now and then.
 
     Returns:
@@ -79,14 +80,12 @@ def convert(
         wavetable JSON (replaced by hashes when stored). The same whatever ``workers`` and
         ``cache`` are.
     """
-    import vita
-
-    # Built here once: a child would build them again for every file and lose them (0.2 s).
+    # Built here once: a child would build it again for every file and lose it (0.2 s).
     get_registry()
-    modulation_names()
-    own_version = min(
-        NEWEST_VITAL, _version(json.loads(vita.Synth().to_json()).get("synth_version"))
-    )
+    # Nothing else of vita's runs in this process: ``farm generate`` renders in it next,
+    # and a Synth built, or vita's modulation names listed, before its engine's Synth
+    # changes some renders (docs/vita.md). The readers are processes of their own.
+    own_version = vita_version()
     found: list[dict[str, Any] | None] = [None] * len(files)
     todo = []
     for i, f in enumerate(files):
@@ -109,7 +108,7 @@ def convert(
         assert got is not None
         reason = got.get("reason")
         if reason is None:
-            rec = _record(got, f, source)
+            rec = record_of(got, f, source)
             key = json.dumps([rec["raw"], rec["modulations"], rec["state"]], sort_keys=True)
             key += json.dumps(rec["wavetables"], sort_keys=True)
             if key in seen:
@@ -125,7 +124,39 @@ def convert(
     return out
 
 
-def _record(read: dict[str, Any], f: SourceFile, source: str) -> dict[str, Any]:
+def vita_version() -> tuple[int, ...]:
+    """The newest preset version this vita reads (:data:`NEWEST_VITAL` at most), asked of a
+    Synth in a child, so the calling process's vita memory stays as it was."""
+
+    def ask() -> bytes:
+        import vita
+
+        return str(json.loads(vita.Synth().to_json()).get("synth_version")).encode()
+
+    data, _ = call_in_child(ask)
+    return min(NEWEST_VITAL, _version(data.decode() if data is not None else "0"))
+
+
+def read_file(
+    f: SourceFile, own_version: Sequence[int], cache: PresetCache | None = None
+) -> dict[str, Any]:
+    """What one file holds, read as :func:`convert` reads it (the same dict, cached the same
+    way), or ``{"reason": ...}``, for a reader with no Synth of its own: vita loads the file
+    in a child that builds a fresh Synth, so a render worker's clean-state Synth is never
+    touched (a second Synth in that process would change some renders, docs/vita.md).
+    """
+    reason = _precheck(f, tuple(own_version))
+    if reason is not None:
+        return {"reason": reason}
+    found = cache.get(f.data) if cache is not None else None
+    if found is None:
+        found = _read_one(None, f)
+        if cache is not None and found.get("reason") != "error":
+            cache.put(f.data, found)
+    return found
+
+
+def record_of(read: dict[str, Any], f: SourceFile, source: str) -> dict[str, Any]:
     """A record: what the file says (read once, cached by content) and where it is."""
     content = dict(read)
     name = content.pop("name_in_file") or f.stem
@@ -142,19 +173,15 @@ def _record(read: dict[str, Any], f: SourceFile, source: str) -> dict[str, Any]:
 def _read_all(files: Sequence[SourceFile], workers: int) -> Iterator[dict[str, Any]]:
     """What each file holds (or ``{"reason": ...}``), in order, read by ``workers``
     processes."""
-    if workers <= 1 or len(files) < 2:
-        import vita
-
-        synth = vita.Synth()
-        for f in files:
-            yield _read_one(synth, f)
+    if not files:
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     # fork: the pool's processes start with this one's registry and vita already loaded.
+    # Even one reader is a process of its own, so this one never builds a Synth.
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("fork"), initializer=_pool_start
+        max_workers=max(1, min(workers, len(files))), mp_context=mp.get_context("fork"), initializer=_pool_start
     ) as pool:
         yield from pool.map(_pool_read, files, chunksize=4)
 
@@ -167,6 +194,7 @@ def _pool_start() -> None:
     import vita
 
     _POOL_SYNTH = vita.Synth()
+    modulation_names()  # once per reader, not once per file's child
 
 
 def _pool_read(f: SourceFile) -> dict[str, Any]:
@@ -193,8 +221,15 @@ def _precheck(f: SourceFile, own_version: tuple[int, ...]) -> str | None:
 
 
 def _read_one(synth: Any, f: SourceFile) -> dict[str, Any]:
-    """Load ``f`` in a child of ``synth``'s process: what it holds, or ``{"reason": ...}``."""
-    data, status = call_in_child(lambda: _content_bytes(synth, f))
+    """Load ``f`` in a child of ``synth``'s process (None: the child builds its own Synth):
+    what it holds, or ``{"reason": ...}``."""
+
+    def work() -> bytes | None:
+        import vita
+
+        return _content_bytes(vita.Synth() if synth is None else synth, f)
+
+    data, status = call_in_child(work)
     if os.WIFSIGNALED(status):
         return {"reason": "crash"}
     if data is None:

@@ -7,6 +7,7 @@ in the data folder's store, and returns the :class:`SourceSettings` the run spec
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +15,9 @@ from pathlib import Path
 from farm.config import SourceSettings
 from farm.errors import SourceError
 from farm.presets.cache import PresetCache
-from farm.presets.convert import Converted, convert
-from farm.presets.files import Scan, scan, vital_folders
-from farm.presets.library import build_library, read_catalog
+from farm.presets.convert import Converted, convert, vita_version
+from farm.presets.files import Scan, SourceFile, scan, vital_folders
+from farm.presets.library import build_library, build_streamed_library, read_catalog
 from farm.store import Store
 
 
@@ -29,6 +30,7 @@ class Prepared:
     scan: Scan = field(default_factory=Scan)
     cached: int = 0
     dropped_modulations: int = 0
+    streamed: bool = False
 
     def lines(self, limit: int = 20) -> list[str]:
         """A short human summary: presets read per source, skipped files by reason."""
@@ -36,6 +38,12 @@ class Prepared:
             return []
         read = ", ".join(f"{v} {k}" for k, v in self.counts.items()) or "none"
         out = [f"presets read: {read}; catalog wavetables: {self.sources.catalog}"]
+        if self.streamed:
+            out = [
+                f"preset files: {read}, read by the workers as they render them (a file vita "
+                f"cannot use is counted as FILE_* rejections); catalog wavetables: "
+                f"{self.sources.catalog}"
+            ]
         if self.cached:
             out[0] += f" ({self.cached} known from an earlier read)"
         reasons = self.scan.reasons
@@ -62,6 +70,7 @@ def prepare_sources(
     catalog: str | Path | None = None,
     on_progress: Callable[[str], None] | None = None,
     workers: int = 1,
+    stream: bool = False,
 ) -> Prepared:
     """Read the run's presets and catalog into a library in ``data_dir``'s store.
 
@@ -73,6 +82,9 @@ def prepare_sources(
         on_progress: receives a progress line now and then.
         workers: processes reading presets at once. A preset read before in this data
             folder (the same bytes) is taken from :class:`farm.presets.cache.PresetCache`.
+        stream: store the files unread, in a streamed library (:mod:`farm.presets.library`):
+            the workers read each preset when they render it. Files with the same bytes as
+            an earlier one are skipped as ``duplicate``; other bad files are found then.
 
     Raises:
         SourceError: a folder is missing, no factory presets are installed, the catalog is
@@ -94,6 +106,8 @@ def prepare_sources(
                 "was not found)"
             )
         groups.append(("factory", folders))
+    if stream:
+        return _streamed(out, data_dir, groups, catalog, workers)
     for source, dirs in groups:
         found = scan(dirs)
         out.scan.files += found.files
@@ -119,5 +133,43 @@ def prepare_sources(
     sha, presets, n_catalog = build_library(
         Store(data_dir), converted, entries, skipped=out.scan.skipped
     )
+    out.sources = SourceSettings(library=sha, presets=presets, catalog=n_catalog)
+    return out
+
+
+def _streamed(
+    out: Prepared,
+    data_dir: str | Path,
+    groups: Sequence[tuple[str, list[Path]]],
+    catalog: str | Path | None,
+    workers: int,
+) -> Prepared:
+    """A streamed library of the groups' files, unread (see :func:`prepare_sources`)."""
+    entries = read_catalog(Path(catalog)) if catalog is not None else []
+    files: list[tuple[str, SourceFile]] = []
+    seen: set[bytes] = set()
+    for source, dirs in groups:
+        found = scan(dirs)
+        out.scan.skipped += found.skipped
+        kept = 0
+        for f in found.files:
+            digest = hashlib.sha256(f.data).digest()
+            if digest in seen:
+                out.scan.skip(f.origin, "duplicate")
+                continue
+            seen.add(digest)
+            files.append((source, f))
+            kept += 1
+        out.scan.files += found.files
+        out.counts[source] = kept
+    if groups and not files:
+        raise SourceError(
+            "no preset file in the given folders"
+            + (f" ({len(out.scan.skipped)} skipped)" if out.scan.skipped else "")
+        )
+    sha, presets, n_catalog = build_streamed_library(
+        Store(data_dir), files, vita_version(), entries, out.scan.skipped, workers
+    )
+    out.streamed = True
     out.sources = SourceSettings(library=sha, presets=presets, catalog=n_catalog)
     return out

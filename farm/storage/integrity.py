@@ -143,14 +143,41 @@ def hash_pool() -> Executor:
 def mismatched(columns: Sequence[np.ndarray], expected: np.ndarray, pool: Executor) -> list[int]:
     """The rows (offsets) of ``columns`` (one block of rows of every per-row dataset but the
     checksum, in checksum order, as stored) whose checksum is not ``expected``'s."""
+    digests = block_digests(columns, pool)
+    return [j for j, d in enumerate(digests) if d != bytes(expected[j])]
+
+
+def block_digests(columns: Sequence[np.ndarray], pool: Executor) -> list[bytes]:
+    """The checksum values of one block of rows (columns as in :func:`mismatched`)."""
     # A row's checksum covers its bytes in every dataset in turn: hashing the rows of one
     # matrix of those bytes side by side is the same hash, with one call per row.
-    rows = len(expected)
+    rows = len(columns[0])
     joined = np.concatenate([c.reshape(rows, -1).view(np.uint8) for c in columns], axis=1)
     cut = -(-rows // _THREADS)
     found = pool.map(lambda lo: [row_digest(r) for r in joined[lo : lo + cut]], range(0, rows, cut))
-    digests = [d for part in found for d in part]
-    return [j for j, d in enumerate(digests) if d != bytes(expected[j])]
+    return [d for part in found for d in part]
+
+
+def restamp(f: Any, start: int) -> None:
+    """Make the checksums of rows ``start`` onwards of an open file again from what it
+    holds now.
+
+    Only for a final file whose library references were renumbered (:mod:`farm.storage.
+    tables`) after its rows were checked as they were copied: the worker's checksum covers
+    the run-wide references, and a file that keeps them would fail ``farm verify``.
+    """
+    if schema.CHECKSUM not in f:
+        return
+    n = int(f[schema.AUDIO].shape[0])
+    modulation, kinds = schema.MODULATION in f, schema.features_in(f)
+    datasets = [f[name] for name in schema.row_datasets(modulation, kinds)[:-1] if name in f]
+    stored = f[schema.CHECKSUM]
+    step = block_rows(datasets)
+    with hash_pool() as pool:
+        for lo in range(start, n, step):
+            hi = min(lo + step, n)
+            digests = block_digests([ds[lo:hi] for ds in datasets], pool)
+            stored[lo:hi] = np.array(digests, dtype=stored.dtype)
 
 
 def row_digest(data: Any) -> bytes:

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from farm.storage import schema
+from farm.storage.integrity import restamp
 from farm.store import canonical
 
 if TYPE_CHECKING:
@@ -30,17 +31,33 @@ def write_library_tables(f: Any, library: Library | None) -> None:
     wt, lp = wt_ds[...], lp_ds[...]
     used_w = np.unique(wt[wt >= 0]) if library is not None else np.zeros(0, np.int64)
     used_p = np.unique(lp[lp >= 0]) if library is not None else np.zeros(0, np.int64)
+    # One table row per distinct wavetable: a streamed library gives each preset its own
+    # indices, and many presets share a wavetable (Vital's init table above all).
+    hashes = [library.wavetable_hash(i) for i in used_w.tolist()] if library else []
+    rows: dict[str, int] = {}
+    first_of: list[int] = []
+    for i, h in zip(used_w.tolist(), hashes, strict=True):
+        if h not in rows:
+            rows[h] = len(rows)
+            first_of.append(i)
     if wt.size:
-        wt_ds[...] = _renumber(wt, used_w)
-        lp_ds[...] = _renumber(lp, used_p)
+        row_of = np.array([rows[h] for h in hashes], dtype=np.int32)
+        new_wt, new_lp = _renumber(wt, used_w, row_of), _renumber(lp, used_p)
+        changed = np.flatnonzero((new_wt != wt).any(axis=1) | (new_lp != lp))
+        wt_ds[...] = new_wt
+        lp_ds[...] = new_lp
+        if changed.size:
+            # The worker's checksums cover the run-wide references (its rows were checked
+            # against them as they were copied here): they are made again for the file's.
+            restamp(f, int(changed[0]))
     tables: dict[str, list[Any]] = {"wavetables/data": [], "wavetables/name": []}
     tables.update({"wavetables/hash": []})
-    for i in used_w.tolist():
+    for i, h in zip(first_of, rows, strict=True):
         assert library is not None
         data = library.wavetable(i)
         tables["wavetables/data"].append(canonical(data).decode())
         tables["wavetables/name"].append(str(data.get("name", "")))
-        tables["wavetables/hash"].append(library.wavetables[i])
+        tables["wavetables/hash"].append(h)
     fields = ("name", "author", "origin", "source", "licence")
     for key in ("state", "hash", *fields):
         tables[f"presets/{key}"] = []
@@ -49,7 +66,7 @@ def write_library_tables(f: Any, library: Library | None) -> None:
         assert library is not None
         rec = library.record(i)
         tables["presets/state"].append(canonical(rec["state"]).decode())
-        tables["presets/hash"].append(library.presets[i])
+        tables["presets/hash"].append(library.preset_hash(i))
         for key in fields:
             tables[f"presets/{key}"].append(str(rec.get(key, "")))
         dropped.append(int(rec.get("dropped_modulations", 0)))
@@ -69,8 +86,11 @@ def write_library_tables(f: Any, library: Library | None) -> None:
     )
 
 
-def _renumber(refs: np.ndarray, used: np.ndarray) -> np.ndarray:
+def _renumber(refs: np.ndarray, used: np.ndarray, row_of: np.ndarray | None = None) -> np.ndarray:
+    """References into ``used`` (sorted) as table rows: their place in ``used``, or
+    ``row_of`` that place."""
     out = np.full(refs.shape, -1, dtype=np.int32)
     mask = refs >= 0
-    out[mask] = np.searchsorted(used, refs[mask])
+    at = np.searchsorted(used, refs[mask])
+    out[mask] = at if row_of is None else row_of[at]
     return out
