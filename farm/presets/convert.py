@@ -181,7 +181,9 @@ def _read_all(files: Sequence[SourceFile], workers: int) -> Iterator[dict[str, A
     # fork: the pool's processes start with this one's registry and vita already loaded.
     # Even one reader is a process of its own, so this one never builds a Synth.
     with ProcessPoolExecutor(
-        max_workers=max(1, min(workers, len(files))), mp_context=mp.get_context("fork"), initializer=_pool_start
+        max_workers=max(1, min(workers, len(files))),
+        mp_context=mp.get_context("fork"),
+        initializer=_pool_start,
     ) as pool:
         yield from pool.map(_pool_read, files, chunksize=4)
 
