@@ -1,6 +1,7 @@
 """Reading a preset library: presets per second on one process, on every core, and again
 from the read cache, in one run. The library is the shared community presets, each copied
-``--copies`` times with a different volume (distinct presets, distinct bytes).
+``--copies`` times with a different volume (distinct presets, distinct bytes). Last, what a
+streamed library (``--stream-presets``) costs before the first render.
 
     python bench/preset_read.py [--copies 8] [--workers N]
 """
@@ -50,6 +51,14 @@ def main() -> None:
                 f"{what:16} {dt:6.2f} s  {n / dt:6.1f} presets/s  {n / dt / workers:5.1f} per "
                 f"core  ({read} kept, {p.cached} from the cache)"
             )
+        # --stream-presets: what the submitter does before the first render can start.
+        t0 = time.perf_counter()
+        p = prepare_sources(root / "c", [root / "lib"], workers=a.workers, stream=True)
+        dt = time.perf_counter() - t0
+        print(
+            f"{'streamed':16} {dt:6.2f} s  before the first render ({sum(p.counts.values())} "
+            "files stored unread; the workers read them as they render)"
+        )
 
 
 if __name__ == "__main__":

@@ -384,3 +384,57 @@ def test_the_card_credits_every_real_preset(tmp_path: Path, community_dir: Path)
     assert res.returncode == 0 and (tmp_path / "copy.md").read_text() == card
     res = farm(tmp_path, "card", str(tmp_path / "data" / "c.h5"))
     assert res.returncode == 2 and "--force" in res.stderr
+
+
+def _audio_by_name(path: Path) -> dict[str, str]:
+    """Each row's audio digest by the name of its preset (``synthetic-<row>`` for others)."""
+    import hashlib
+
+    with h5py.File(path, "r") as f:
+        names = [s.decode() for s in f["presets/name"][...]]
+        lp = f["metadata/library_preset"][...]
+        return {
+            (names[p] if p >= 0 else f"synthetic-{i}"): hashlib.sha256(
+                f["audio/waveforms"][i].tobytes()
+            ).hexdigest()
+            for i, p in enumerate(lp.tolist())
+        }
+
+
+@pytest.mark.slow
+def test_a_streamed_library_is_read_by_the_workers(tmp_path: Path, community_dir: Path) -> None:
+    """--stream-presets: the submitter stores the files unread (no read cache, a byte-for-
+    byte copy skipped as duplicate), the farm's workers read each preset as they render it,
+    a file vita cannot use keeps its index as FILE_* rejections, and the rows are the rows
+    of the library read first, by ``farm generate`` (which renders what the farm renders).
+    The streamed file's references are renumbered past the bad file and still verify."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for name in GOOD:
+        shutil.copy(community_dir / name, folder / name)
+    shutil.copy(community_dir / GOOD[0], folder / "zz-copy.vital")
+    (folder / "Aaa-bad.vital").write_text("{ not json")
+    data = tmp_path / "data"
+    prepared = prepare_sources(data, [folder], stream=True)
+    assert prepared.sources.presets == 4 and prepared.scan.reasons == {"duplicate": 1}
+    assert "read by the workers as they render them" in prepared.lines()[0]
+    assert not (data / ".cache").exists()  # nothing was read: rendering can start at once
+    common = ("--tier", "2", "-n", "6", "--notes", "60", "--community-dir", "p")
+    res = farm(tmp_path, "submit", *common, "--stream-presets", "--workers", "2",
+               "--batch-size", "2", "-o", "s.h5")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "FILE_MALFORMED_JSON=1" in res.stderr
+    assert len(list((data / ".cache" / "presets").iterdir())) == 3  # read by the workers
+    res = farm(tmp_path, "generate", *common, "-o", "e.h5")
+    assert res.returncode == 0, res.stderr
+    streamed, eager = _audio_by_name(data / "s.h5"), _audio_by_name(data / "e.h5")
+    assert streamed == eager and sum(not k.startswith("synthetic") for k in eager) == 3
+    with h5py.File(data / "s.h5", "r") as f:
+        assert check_file(f) == []
+        assert f["metadata/library_preset"][:3].tolist() == [0, 1, 2]  # renumbered from 1..3
+        assert f["wavetables/data"].shape[0] == len(set(f["wavetables/hash"][...]))
+        for i in range(6):
+            assert read_row(f, i).label.hash == f["metadata/preset_hash"][i].decode()
+    for name in ("s.h5", "e.h5"):
+        res = farm(tmp_path, "verify", f"data/{name}")
+        assert res.returncode == 0, res.stderr

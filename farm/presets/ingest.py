@@ -3,6 +3,8 @@
 Called by ``farm submit`` and ``farm generate`` before the run starts: it reads every
 preset (skipping bad files with a counted reason), stores the presets and wavetables once
 in the data folder's store, and returns the :class:`SourceSettings` the run spec carries.
+A streamed library (``--stream-presets``) stores the files unread instead; the workers read
+them as they render (:mod:`farm.presets.library`).
 """
 
 from __future__ import annotations
