@@ -22,6 +22,9 @@ from farm.presets.files import Scan, SourceFile, scan, vital_folders
 from farm.presets.library import build_library, build_streamed_library, read_catalog
 from farm.store import Store
 
+#: Presets read (not from the cache) from which the summary suggests ``--stream-presets``.
+STREAM_HINT = 500
+
 
 @dataclass
 class Prepared:
@@ -48,6 +51,12 @@ class Prepared:
             ]
         if self.cached:
             out[0] += f" ({self.cached} known from an earlier read)"
+        fresh = sum(self.counts.values()) - self.cached
+        if not self.streamed and fresh >= STREAM_HINT:
+            out.append(
+                f"{fresh} presets were read before the first render: --stream-presets starts "
+                "at once and the workers read them as they render"
+            )
         reasons = self.scan.reasons
         if reasons:
             out.append(
