@@ -438,3 +438,24 @@ def test_a_streamed_library_is_read_by_the_workers(tmp_path: Path, community_dir
     for name in ("s.h5", "e.h5"):
         res = farm(tmp_path, "verify", f"data/{name}")
         assert res.returncode == 0, res.stderr
+
+
+def test_a_read_that_never_ends_is_a_timeout(
+    tmp_path: Path, community_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose read hangs (an injected fault: the read sleeps) is skipped as
+    ``timeout`` instead of holding the submitter or a worker's job for ever."""
+    import time
+
+    from farm.presets import convert
+    from farm.presets.files import SourceFile
+
+    def hang(synth: object, f: SourceFile) -> bytes:
+        time.sleep(30)
+        return b"{}"
+
+    monkeypatch.setattr(convert, "READ_TIMEOUT_S", 1)
+    monkeypatch.setattr(convert, "_content_bytes", hang)
+    data = (community_dir / GOOD[0]).read_bytes()
+    # Without the alarm the child would answer "{}" after 30 s: no reason at all.
+    assert convert.read_file(SourceFile("x.vital", "x", data), (1, 5, 5)) == {"reason": "timeout"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,9 @@ TINY_AMOUNT = 1e-6
 #: placeholder (99999.9.9) and its ``load_json`` accepts any lower version, so a preset from
 #: a newer Vital would load without complaint and render features vita does not have.
 NEWEST_VITAL = (1, 5, 5)
+
+#: Seconds a file's read may take (a read takes about 0.1 s) before it is a ``timeout``.
+READ_TIMEOUT_S = 60
 
 _META = re.compile(r"^modulation_(\d+)_(amount|power)$")
 
@@ -68,7 +72,7 @@ def convert(
         files: preset files (from :func:`farm.presets.files.scan`).
         source: ``community`` or ``factory`` (stored in each row).
         scan: where skipped files are recorded (``malformed_json``, ``not_a_preset``,
-            ``newer_version``, ``rejected_by_vita``, ``crash``, ``duplicate``).
+            ``newer_version``, ``rejected_by_vita``, ``crash``, ``timeout``, ``duplicate``).
         cache: what earlier reads found, by file content: a file read before is not read
             again.
         workers: processes reading at once (each with its own Synth and a child per file;
@@ -229,11 +233,16 @@ def _read_one(synth: Any, f: SourceFile) -> dict[str, Any]:
     def work() -> bytes | None:
         import vita
 
+        # A load that never ends would hold the submitter, or a worker's job, for ever. The
+        # default action: a Python handler inherited from the parent would never run while
+        # vita holds the thread.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(READ_TIMEOUT_S)
         return _content_bytes(vita.Synth() if synth is None else synth, f)
 
     data, status = call_in_child(work)
     if os.WIFSIGNALED(status):
-        return {"reason": "crash"}
+        return {"reason": "timeout" if os.WTERMSIG(status) == signal.SIGALRM else "crash"}
     if data is None:
         return {"reason": "rejected_by_vita" if os.WEXITSTATUS(status) == 3 else "error"}
     content: dict[str, Any] = json.loads(data)
