@@ -40,7 +40,7 @@ def write_library_tables(f: Any, library: Library | None) -> None:
         if h not in rows:
             rows[h] = len(rows)
             first_of.append(i)
-    if wt.size:
+    if wt.size and library is not None:  # without one every reference is -1
         row_of = np.array([rows[h] for h in hashes], dtype=np.int32)
         new_wt, new_lp = _renumber(wt, used_w, row_of), _renumber(lp, used_p)
         changed = np.flatnonzero((new_wt != wt).any(axis=1) | (new_lp != lp))
