@@ -20,7 +20,8 @@ from farm.presets.ingest import prepare_sources
 COMMUNITY = Path(__file__).resolve().parents[2] / "shared" / "presets" / "community"
 
 
-def _library(root: Path, copies: int) -> int:
+def library_copies(root: Path, copies: int) -> int:
+    """Write the shared presets ``copies`` times each into ``root``; returns how many."""
     n = 0
     for src in sorted(COMMUNITY.glob("*.vital")):
         doc = json.loads(src.read_text())
@@ -39,7 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "lib").mkdir()
-        n = _library(root / "lib", a.copies)
+        n = library_copies(root / "lib", a.copies)
         print(f"{n} presets, {a.workers} cores")
         runs = (("one process", 1, "a"), (f"{a.workers} processes", a.workers, "b"))
         for what, workers, data in (*runs, ("again, cached", a.workers, "b")):

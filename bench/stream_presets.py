@@ -1,6 +1,6 @@
 """A library read first against a streamed one (``--stream-presets``), in one run: the same
 embedded ``farm submit`` of every preset of a library no run has read (a fresh data folder
-each), its wall time and how long it waited before the first job could start.
+each), its wall time (``bench/preset_read.py`` times what comes before the first render).
 
 The library is the shared community presets, each copied ``--copies`` times with another
 volume (distinct presets, distinct bytes), plus one file that is not JSON. Each preset
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -26,19 +25,8 @@ from pathlib import Path
 
 import h5py
 
-COMMUNITY = Path(__file__).resolve().parents[2] / "shared" / "presets" / "community"
-
-
-def _library(root: Path, copies: int) -> int:
-    n = 0
-    for src in sorted(COMMUNITY.glob("*.vital")):
-        doc = json.loads(src.read_text())
-        for k in range(copies):
-            doc["settings"]["volume"] = 3000.0 + 10.0 * k + n  # distinct, audible
-            (root / f"{src.stem}-{k}.vital").write_text(json.dumps(doc))
-            n += 1
-    (root / "broken.vital").write_text("{ not json")
-    return n
+sys.path.insert(0, str(Path(__file__).parent))
+from preset_read import library_copies  # the bench beside this one
 
 
 def _audio(path: Path) -> list[str]:
@@ -65,7 +53,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "lib").mkdir()
-        presets = _library(root / "lib", a.copies)
+        presets = library_copies(root / "lib", a.copies)
+        (root / "lib" / "broken.vital").write_text("{ not json")
         print(f"{presets} presets + a bad file, tier {a.tier}, notes {a.notes}", end="")
         print(f", {a.workers} workers")
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
