@@ -428,9 +428,10 @@ def test_a_streamed_library_is_read_by_the_workers(tmp_path: Path, community_dir
     assert res.returncode == 0, res.stderr
     assert "FILE_MALFORMED_JSON=1" in res.stderr
     assert len(list((data / ".cache" / "presets").iterdir())) == 3  # read by the workers
-    res = farm(tmp_path, "generate", *common, "-o", "e.h5")
+    # Read first, in another data folder: its own reads, not the workers' cached ones.
+    res = farm(tmp_path, "generate", *common, "-o", "e.h5", "--data-dir", "eager")
     assert res.returncode == 0, res.stderr
-    streamed, eager = _audio_by_name(data / "s.h5"), _audio_by_name(data / "e.h5")
+    streamed, eager = _audio_by_name(data / "s.h5"), _audio_by_name(tmp_path / "eager/e.h5")
     assert streamed == eager and sum(not k.startswith("synthetic") for k in eager) == 3
     with h5py.File(data / "s.h5", "r") as f:
         assert check_file(f) == []
@@ -438,8 +439,8 @@ def test_a_streamed_library_is_read_by_the_workers(tmp_path: Path, community_dir
         assert f["wavetables/data"].shape[0] == len(set(f["wavetables/hash"][...]))
         for i in range(6):
             assert read_row(f, i).label.hash == f["metadata/preset_hash"][i].decode()
-    for name in ("s.h5", "e.h5"):
-        res = farm(tmp_path, "verify", f"data/{name}")
+    for name in ("data/s.h5", "eager/e.h5"):
+        res = farm(tmp_path, "verify", name)
         assert res.returncode == 0, res.stderr
 
 
@@ -462,3 +463,24 @@ def test_a_read_that_never_ends_is_a_timeout(
     data = (community_dir / GOOD[0]).read_bytes()
     # Without the alarm the child would answer "{}" after 30 s: no reason at all.
     assert convert.read_file(SourceFile("x.vital", "x", data), (1, 5, 5)) == {"reason": "timeout"}
+
+
+def test_the_reader_process_reads_as_a_fresh_synth_does(community_dir: Path) -> None:
+    """A streamed library's reader (one Synth, a child per file) finds what a child with a
+    fresh Synth finds, file for file; killed, it is started again at the next read."""
+    import signal
+
+    from farm.presets.convert import read_with
+    from farm.presets.files import SourceFile
+    from farm.presets.reader import Reader
+
+    files = [SourceFile(n, n, (community_dir / n).read_bytes()) for n in GOOD]
+    reader = Reader()
+    try:
+        assert [reader.read(f) for f in files] == [read_with(None, f) for f in files]
+        first = reader._pid
+        os.kill(first, signal.SIGKILL)
+        assert reader.read(files[0]) == read_with(None, files[0])
+        assert reader._pid not in (0, first)
+    finally:
+        reader.close()

@@ -142,19 +142,23 @@ def vita_version() -> tuple[int, ...]:
 
 
 def read_file(
-    f: SourceFile, own_version: Sequence[int], cache: PresetCache | None = None
+    f: SourceFile,
+    own_version: Sequence[int],
+    cache: PresetCache | None = None,
+    reader: Callable[[SourceFile], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What one file holds, read as :func:`convert` reads it (the same dict, cached the same
-    way), or ``{"reason": ...}``, for a reader with no Synth of its own: vita loads the file
-    in a child that builds a fresh Synth, so a render worker's clean-state Synth is never
-    touched (a second Synth in that process would change some renders, docs/vita.md).
+    way), or ``{"reason": ...}``, in a process with no Synth to read with: by ``reader``
+    (:class:`farm.presets.reader.Reader`), else in a child that builds a fresh Synth. A
+    render worker's clean-state Synth is never touched (a second Synth in that process
+    would change some renders, docs/vita.md).
     """
     reason = _precheck(f, tuple(own_version))
     if reason is not None:
         return {"reason": reason}
     found = cache.get(f.data) if cache is not None else None
     if found is None:
-        found = _read_one(None, f)
+        found = reader(f) if reader is not None else read_with(None, f)
         if cache is not None and found.get("reason") != "error":
             cache.put(f.data, found)
     return found
@@ -204,7 +208,7 @@ def _pool_start() -> None:
 
 
 def _pool_read(f: SourceFile) -> dict[str, Any]:
-    return _read_one(_POOL_SYNTH, f)
+    return read_with(_POOL_SYNTH, f)
 
 
 def _version(v: Any) -> tuple[int, ...]:
@@ -226,9 +230,9 @@ def _precheck(f: SourceFile, own_version: tuple[int, ...]) -> str | None:
     return None
 
 
-def _read_one(synth: Any, f: SourceFile) -> dict[str, Any]:
+def read_with(synth: Any, f: SourceFile) -> dict[str, Any]:
     """Load ``f`` in a child of ``synth``'s process (None: the child builds its own Synth):
-    what it holds, or ``{"reason": ...}``."""
+    what it holds, or ``{"reason": ...}`` (not through the cache)."""
 
     def work() -> bytes | None:
         import vita

@@ -16,10 +16,11 @@ themselves, so rendering starts before any preset is read::
 
 Each file is stored once (its bytes as a latin-1 string) and takes a preset index, so every
 index is known before anything is read. The worker that renders preset ``i`` reads file
-``i`` then, in a child with a fresh Synth, through the same read cache as the submitter
-(:class:`farm.presets.cache.PresetCache`): a file read once in the data folder is never read
-again. A file vita cannot use keeps its index and is counted as ``FILE_<REASON>``
-rejections of its notes. Preset ``i``'s own wavetables are indices ``k + 3i .. k + 3i + 2``.
+``i`` then, in a reader process of its own (:mod:`farm.presets.reader`), through the same
+read cache as the submitter (:class:`farm.presets.cache.PresetCache`): a file read once in
+the data folder is never read again. A file vita cannot use keeps its index and is counted
+as ``FILE_<REASON>`` rejections of its notes. Preset ``i``'s own wavetables are indices
+``k + 3i .. k + 3i + 2``.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ from farm.params.tiers import TierParams
 from farm.presets.cache import PresetCache
 from farm.presets.convert import Converted, read_file, record_of
 from farm.presets.files import SourceFile
+from farm.presets.reader import Reader
 from farm.store import Store, object_hash
 
 NO_WAVETABLES = (-1, -1, -1)
+#: This process's reader of streamed files (its process starts at the first read).
+_READER = Reader()
 
 
 class Library:
@@ -86,7 +90,7 @@ class Library:
             self._cache = PresetCache(self.store.root.parent)
         data = str(self.store.get(data_hash)["latin1"]).encode("latin-1")
         f = SourceFile(origin, stem, data, licence)
-        read = read_file(f, self.version, self._cache)
+        read = read_file(f, self.version, self._cache, _READER.read)
         return read if "reason" in read else record_of(read, f, source)
 
     def preset_hash(self, i: int) -> str:

@@ -3,7 +3,12 @@ or must not touch the calling process's synth state."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import select
+import signal
+import sys
+import time
 from collections.abc import Callable
 
 
@@ -37,3 +42,32 @@ def call_in_child(fn: Callable[[], bytes | None]) -> tuple[bytes | None, int]:
     _, status = os.waitpid(pid, 0)
     ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     return (b"".join(chunks) if ok else None), status
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this (forked) process when its parent dies (Linux)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
+    """``n`` bytes from ``fd``; None at end of file or past ``deadline``."""
+    parts: list[bytes] = []
+    while n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+        chunk = os.read(fd, n)
+        if not chunk:
+            return None
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)

@@ -39,7 +39,6 @@ import faulthandler
 import gc
 import logging
 import os
-import select
 import signal
 import struct
 import sys
@@ -48,6 +47,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from farm.render.forked import die_with_parent, read_exact, write_all
 from farm.render.pages import (
     Range,
     Unsupported,
@@ -216,20 +216,20 @@ class Resident:
         msg = [_HEAD.pack(len(raw), len(todo)), np.asarray(raw, np.float64).tobytes()]
         for slot, p in todo:
             msg.append(_NOTE.pack(slot, p.note, p.velocity, p.note_duration))
-        _write_all(self._cmd, b"".join(msg))
+        write_all(self._cmd, b"".join(msg))
 
     def _recv(self) -> tuple[bytes, int, list[Range]] | None:
         """One reply, or None when the child died or overran its time (then killed)."""
         deadline = time.monotonic() + self._timeout + 5.0
-        head = _read_exact(self._reply, _REPLY.size, deadline)
+        head = read_exact(self._reply, _REPLY.size, deadline)
         if head is None:
             return None
         kind, slot, n = _REPLY.unpack(head)
         if kind == _UNSUPPORTED:
-            text = _read_exact(self._reply, n, deadline) or b""
+            text = read_exact(self._reply, n, deadline) or b""
             self._off(text.decode(errors="replace") or "the resident child could not start")
             return kind, slot, []
-        body = _read_exact(self._reply, n * _RANGE.size, deadline) if n else b""
+        body = read_exact(self._reply, n * _RANGE.size, deadline) if n else b""
         if body is None:
             return None
         new = [_RANGE.unpack_from(body, k * _RANGE.size) for k in range(n)]
@@ -257,10 +257,10 @@ class Resident:
         if self._vita.calls == self._calls_at_fork and not self._too_many_known():
             data = _read_own(new)
         if data is None:
-            _write_all(self._cmd, _PAGES.pack(0))
+            write_all(self._cmd, _PAGES.pack(0))
             return False
-        _write_all(self._cmd, _PAGES.pack(len(data)))
-        _write_all(self._cmd, data)  # up to ~30 MB at a new engine's first row: no copy
+        write_all(self._cmd, _PAGES.pack(len(data)))
+        write_all(self._cmd, data)  # up to ~30 MB at a new engine's first row: no copy
         return True
 
     def _stop(self, *, kill: bool, grace_s: float = 0.0) -> int | None:
@@ -302,7 +302,7 @@ class Resident:
 
     def _serve(self, cmd: int, reply: int, regions: list[Range]) -> None:
         """The resident child's loop: apply, render, copy the known pages back."""
-        _die_with_parent()
+        die_with_parent()
         faulthandler.disable()  # a vita segfault is an expected outcome here
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
@@ -318,15 +318,15 @@ class Resident:
             watch.protect(self.known, on=False)
         except Unsupported as e:
             text = str(e).encode()
-            _write_all(reply, _REPLY.pack(_UNSUPPORTED, 0, len(text)) + text)
+            write_all(reply, _REPLY.pack(_UNSUPPORTED, 0, len(text)) + text)
             return
         copy = _Copy(self.known)
         while True:
-            head = _read_exact(cmd, _HEAD.size, None)
+            head = read_exact(cmd, _HEAD.size, None)
             if head is None:
                 return
             n_raw, n_notes = _HEAD.unpack(head)
-            body = _read_exact(cmd, n_raw * 8 + n_notes * _NOTE.size, None)
+            body = read_exact(cmd, n_raw * 8 + n_notes * _NOTE.size, None)
             if body is None:
                 return
             raw = np.frombuffer(body, np.float64, n_raw).tolist()
@@ -341,14 +341,14 @@ class Resident:
                 new = outside(watch.written(), self.known)
                 if not new:
                     copy.restore()
-                    _write_all(reply, _REPLY.pack(_DONE, slot, 0))
+                    write_all(reply, _REPLY.pack(_DONE, slot, 0))
                     continue
                 msg = [_REPLY.pack(_TAINTED, slot, len(new))]
                 msg += [_RANGE.pack(lo, hi) for lo, hi in new]
-                _write_all(reply, b"".join(msg))
-                head = _read_exact(cmd, _PAGES.size, None)
+                write_all(reply, b"".join(msg))
+                head = read_exact(cmd, _PAGES.size, None)
                 size = _PAGES.unpack(head)[0] if head else 0
-                data = _read_exact(cmd, size, None) if size else None
+                data = read_exact(cmd, size, None) if size else None
                 if data is None or size != sum(hi - lo for lo, hi in new):
                     return  # the engine process cannot vouch for those pages: a new child
                 # The new pages stay writable (written pages are no longer protected), so
@@ -420,30 +420,3 @@ def _clip(ranges: list[Range], regions: list[Range]) -> list[Range]:
             if a < b:
                 out.append((a, b))
     return merge(out)
-
-
-def _die_with_parent() -> None:
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
-    """``n`` bytes from ``fd``; None at end of file or past ``deadline``."""
-    parts: list[bytes] = []
-    while n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-        chunk = os.read(fd, n)
-        if not chunk:
-            return None
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
