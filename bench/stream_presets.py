@@ -73,7 +73,7 @@ def main() -> None:
             wall = time.perf_counter() - t0
             if res.returncode != 0:
                 sys.exit(f"{what}: {res.stderr[-2000:]}")
-            rows = re.search(r"(\d+) rows from (\d+) renders", res.stderr)
+            rows = re.search(r"(\d+) rows from (\d+) renders", res.stdout + res.stderr)
             found[what] = _audio(data / "x.h5")
             print(
                 f"{what:11} {wall:7.1f} s  ({rows.group(1) if rows else '?'} rows, "
