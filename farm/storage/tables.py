@@ -33,7 +33,7 @@ def write_library_tables(f: Any, library: Library | None) -> None:
     used_p = np.unique(lp[lp >= 0]) if library is not None else np.zeros(0, np.int64)
     # One table row per distinct wavetable: a streamed library gives each preset its own
     # indices, and many presets share a wavetable (Vital's init table above all).
-    hashes = [library.wavetable_hash(i) for i in used_w.tolist()] if library else []
+    hashes = [library.wavetable_hash(i) for i in used_w.tolist()] if library is not None else []
     rows: dict[str, int] = {}
     first_of: list[int] = []
     for i, h in zip(used_w.tolist(), hashes, strict=True):
