@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from farm.errors import SourceError
 from farm.params.label import Modulation
 from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, MAX_SLOTS, canonical
 from farm.params.registry import get_registry, modulation_names
@@ -130,15 +131,21 @@ def convert(
 
 def vita_version() -> tuple[int, ...]:
     """The newest preset version this vita reads (:data:`NEWEST_VITAL` at most), asked of a
-    Synth in a child, so the calling process's vita memory stays as it was."""
+    Synth in a child, so the calling process's vita memory stays as it was.
+
+    Raises:
+        SourceError: the child did not answer.
+    """
 
     def ask() -> bytes:
         import vita
 
         return str(json.loads(vita.Synth().to_json()).get("synth_version")).encode()
 
-    data, _ = call_in_child(ask)
-    return min(NEWEST_VITAL, _version(data.decode() if data is not None else "0"))
+    data, status = call_in_child(ask)
+    if data is None:  # else every file would read as newer than this vita
+        raise SourceError(f"vita could not say its version (wait status {status})")
+    return min(NEWEST_VITAL, _version(data.decode()))
 
 
 def read_file(
