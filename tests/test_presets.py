@@ -417,9 +417,12 @@ def test_a_streamed_library_is_read_by_the_workers(tmp_path: Path, community_dir
         shutil.copy(community_dir / name, folder / name)
     shutil.copy(community_dir / GOOD[0], folder / "zz-copy.vital")
     (folder / "Aaa-bad.vital").write_text("{ not json")
+    doc = json.loads((community_dir / GOOD[0]).read_text())
+    doc["settings"] = {"wavetables": "garbage"}  # vita refuses it (or crashes on it)
+    (folder / "refused.vital").write_text(json.dumps(doc))
     data = tmp_path / "data"
     prepared = prepare_sources(data, [folder], stream=True)
-    assert prepared.sources.presets == 4 and prepared.scan.reasons == {"duplicate": 1}
+    assert prepared.sources.presets == 5 and prepared.scan.reasons == {"duplicate": 1}
     assert "read by the workers as they render them" in prepared.lines()[0]
     assert not (data / ".cache").exists()  # nothing was read: rendering can start at once
     common = ("--tier", "2", "-n", "6", "--notes", "60", "--community-dir", "p")
@@ -427,7 +430,8 @@ def test_a_streamed_library_is_read_by_the_workers(tmp_path: Path, community_dir
                "--batch-size", "2", "-o", "s.h5")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "FILE_MALFORMED_JSON=1" in res.stderr
-    assert len(list((data / ".cache" / "presets").iterdir())) == 3  # read by the workers
+    assert "FILE_REJECTED_BY_VITA=1" in res.stderr or "FILE_CRASH=1" in res.stderr
+    assert len(list((data / ".cache" / "presets").iterdir())) == 4  # read by the workers
     # Read first, in another data folder: its own reads, not the workers' cached ones.
     res = farm(tmp_path, "generate", *common, "-o", "e.h5", "--data-dir", "eager")
     assert res.returncode == 0, res.stderr
