@@ -488,3 +488,19 @@ def test_the_reader_process_reads_as_a_fresh_synth_does(community_dir: Path) -> 
         assert reader._pid not in (0, first)
     finally:
         reader.close()
+
+
+def test_gc_keeps_a_streamed_librarys_files(tmp_path: Path, community_dir: Path) -> None:
+    """Everything a streamed library stored (its manifest and the files, unread) is what a
+    run made with it needs: ``farm gc`` keeps all of it while the run may resume."""
+    from coordinator.gc import _library_objects
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for name in GOOD:
+        shutil.copy(community_dir / name, folder / name)
+    data = tmp_path / "data"
+    sources = prepare_sources(data, [folder], stream=True).sources
+    stored = {p.name.removesuffix(".json.gz") for p in (data / ".store").iterdir()}
+    assert len(stored) == len(GOOD) + 1
+    assert stored == _library_objects(data, RunSpec(tier=2, n=3, sources=sources))
