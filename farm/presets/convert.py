@@ -94,16 +94,12 @@ def convert(
     found: list[dict[str, Any] | None] = [None] * len(files)
     todo = []
     for i, f in enumerate(files):
-        reason = _precheck(f, own_version)
-        hit = cache.get(f.data) if cache is not None and reason is None else None
-        found[i] = {"reason": reason} if reason is not None else hit
+        found[i] = _known(f, own_version, cache)
         if found[i] is None:
             todo.append(i)
     done = len(files) - len(todo)
     for i, read in zip(todo, _read_all([files[i] for i in todo], workers), strict=True):
-        found[i] = read
-        if cache is not None and read.get("reason") != "error":
-            cache.put(files[i].data, read)
+        found[i] = _keep(cache, files[i], read)
         done += 1
         if on_progress is not None and (done % 25 == 0 or done == len(files)):
             on_progress(done, len(files))
@@ -160,15 +156,28 @@ def read_file(
     render worker's clean-state Synth is never touched (a second Synth in that process
     would change some renders, docs/vita.md).
     """
-    reason = _precheck(f, tuple(own_version))
+    found = _known(f, tuple(own_version), cache)
+    if found is None:
+        found = _keep(cache, f, reader(f) if reader is not None else read_with(None, f))
+    return found
+
+
+def _known(
+    f: SourceFile, own_version: tuple[int, ...], cache: PresetCache | None
+) -> dict[str, Any] | None:
+    """What ``f`` holds without vita: a reason the check finds, or the cached read (None:
+    it must be read)."""
+    reason = _precheck(f, own_version)
     if reason is not None:
         return {"reason": reason}
-    found = cache.get(f.data) if cache is not None else None
-    if found is None:
-        found = reader(f) if reader is not None else read_with(None, f)
-        if cache is not None and found.get("reason") != "error":
-            cache.put(f.data, found)
-    return found
+    return cache.get(f.data) if cache is not None else None
+
+
+def _keep(cache: PresetCache | None, f: SourceFile, read: dict[str, Any]) -> dict[str, Any]:
+    """``read``, kept in the cache unless it is an ``error`` (which may not happen again)."""
+    if cache is not None and read.get("reason") != "error":
+        cache.put(f.data, read)
+    return read
 
 
 def record_of(read: dict[str, Any], f: SourceFile, source: str) -> dict[str, Any]:

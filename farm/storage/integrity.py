@@ -94,8 +94,7 @@ def verify_rows(
     n = int(f[schema.AUDIO].shape[0])
     spans = [(lo, min(hi, n)) for lo, hi in ([(0, n)] if ranges is None else ranges) if lo < hi]
     # What the file's schema version has (the schema check reports anything missing).
-    modulation, kinds = schema.MODULATION in f, schema.features_in(f)
-    datasets = [f[name] for name in schema.row_datasets(modulation, kinds)[:-1] if name in f]
+    datasets = _checked_datasets(f)
     stored = f[schema.CHECKSUM]
     step = block_rows(datasets)
     out = Verified(rows=sum(hi - lo for lo, hi in spans))
@@ -109,6 +108,12 @@ def verify_rows(
                 if on_block is not None:
                     on_block(done)
     return out
+
+
+def _checked_datasets(f: Any) -> list[Any]:
+    """The datasets a row's checksum covers that the file's schema version has, in order."""
+    modulation, kinds = schema.MODULATION in f, schema.features_in(f)
+    return [f[name] for name in schema.row_datasets(modulation, kinds)[:-1] if name in f]
 
 
 def _bad_rows(
@@ -169,8 +174,7 @@ def restamp(f: Any, start: int) -> None:
     if schema.CHECKSUM not in f:
         return
     n = int(f[schema.AUDIO].shape[0])
-    modulation, kinds = schema.MODULATION in f, schema.features_in(f)
-    datasets = [f[name] for name in schema.row_datasets(modulation, kinds)[:-1] if name in f]
+    datasets = _checked_datasets(f)
     stored = f[schema.CHECKSUM]
     step = block_rows(datasets)
     with hash_pool() as pool:
