@@ -11,7 +11,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import redis
 
+from coordinator.embedded import EmbeddedBroker
+from coordinator.ledger import COLLECTING, Ledger
 from farm.dataset import FarmDataset
 from farm.storage import schema
 from tests.farm_helpers import SPEC, farm
@@ -68,3 +71,46 @@ def test_parted_output_is_the_same_dataset(tmp_path: Path) -> None:
     r = farm(tmp_path, "inspect", str(moved / "parted.h5"))
     assert r.returncode != 0 and "is missing" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _labels(path: Path) -> tuple[list[tuple[str, ...]], np.ndarray]:
+    """Each row's wavetables by content hash (what its references name), and its audio."""
+    with h5py.File(path) as f:
+        names = [h.decode() for h in f["wavetables/hash"][...]]
+        refs = [tuple(names[i] for i in row) for row in f[schema.WAVETABLE][...]]
+        return refs, f[schema.AUDIO][...]
+
+
+def test_a_parted_dataset_collected_again_is_the_same(tmp_path: Path, community_dir: Path) -> None:
+    """A collector that stopped before its file was in place (a full disk, a kill) leaves
+    the parts as the next one finds them. Renumbering a catalog run's wavetable references
+    once wrote through the virtual datasets into the parts, with checksums made again: the
+    next collector renumbered its own output and wrote a file whose every row named other
+    wavetables, and that still verified. The parts now stay the shards the workers wrote."""
+    res = farm(
+        tmp_path, "discover-wt", "-o", "wt.json.gz", "--extra-dir", str(community_dir),
+        "--no-vital-folders",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = farm(
+        tmp_path, "submit", "--tier", "1", "-n", "12", "--batch-size", "2", "--notes", "60",
+        "--workers", "2", "--wavetable-catalog", "data/wt.json.gz", "--part-rows", "4",
+        "--keep-shards", "-o", "wt.h5",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    data = tmp_path / "data"
+    refs, audio = _labels(data / "wt.h5")
+    assert len(set(refs)) > 1  # references that renumbering moves
+    with h5py.File(data / "wt.h5") as f:
+        assert f[schema.AUDIO].is_virtual and not f[schema.WAVETABLE].is_virtual
+        run_id = str(f.attrs["run_id"])
+    # The collector's fault: its file never reached its name; the run is collecting again.
+    (data / "wt.h5").unlink()
+    with EmbeddedBroker(data).reader() as url:
+        Ledger(redis.Redis.from_url(url, decode_responses=True), run_id).set_state(COLLECTING)
+    res = farm(tmp_path, "collect", run_id)
+    assert res.returncode == 0 and "12 rows" in res.stdout, res.stdout + res.stderr
+    again, audio_again = _labels(data / "wt.h5")
+    assert again == refs
+    np.testing.assert_array_equal(audio_again, audio)
+    assert farm(tmp_path, "verify", "data/wt.h5").returncode == 0

@@ -7,6 +7,7 @@ import re
 import secrets
 import socket
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, ClassVar
 
 import redis
@@ -44,6 +45,8 @@ class WorkerContext:
         self._host = host[:40]
         self.name = ""
         self.new_shard()
+        #: Shard files this process has written rows to (see workers.render._write).
+        self.shards_written: set[Path] = set()
         # Same order as a local run: the registry's throwaway Synth, then the engine's.
         self.registry = get_registry()
         # Built in vita's own thread and malloc arena (farm.render.pages).

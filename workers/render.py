@@ -214,6 +214,12 @@ def _write(
     if not rows:
         return None, 0
     folder = shard_dir(ctx.settings.data_dir, ledger.run_id)
+    mine = folder / f"{ctx.name}.h5"
+    if mine in ctx.shards_written and not mine.exists():
+        # A collector moved it into a parted dataset's parts: a new file of that name would
+        # be a second shard of one name, and the ledger's (shard, row) of the moved one's
+        # jobs would point into it when the run is collected again.
+        ctx.new_shard()
     name = f"{ctx.name}.h5"
     deadline = time.monotonic() + SHARD_WAIT_S
     while True:
@@ -244,6 +250,7 @@ def _write(
         writer.abort()  # closing after a failed write fails too, and would hide why
         raise
     writer.close()
+    ctx.shards_written.add(folder / name)
     if spec.part_rows and writer.rows >= spec.part_rows:
         ctx.new_shard()  # this shard is a full part of a parted dataset
     return name, start

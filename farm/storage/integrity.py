@@ -175,7 +175,7 @@ def restamp(f: Any, start: int) -> None:
         return
     n = int(f[schema.AUDIO].shape[0])
     datasets = _checked_datasets(f)
-    stored = f[schema.CHECKSUM]
+    stored = schema.stored_here(f, schema.CHECKSUM)
     step = block_rows(datasets)
     with hash_pool() as pool:
         for lo in range(start, n, step):

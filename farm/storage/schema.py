@@ -58,7 +58,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
+from h5py import h5d, h5s
 
 from farm.errors import DatasetError
 
@@ -174,6 +176,27 @@ FILE_ATTRS = (
     "rejections",
     "versions",
 )
+
+
+def stored_here(f: Any, name: str) -> Any:
+    """Dataset ``name`` of open file ``f``, made a dataset of ``f``'s own first if it is
+    virtual (a parted dataset's columns read through to its parts).
+
+    What the collector changes in a parted file (renumbered references, their checksums)
+    must not be written through to the parts: they are the run's shards, checked against
+    the workers' checksums each time the run is collected, and a collector that stopped
+    after changing them would renumber its own output again the next time, into a file of
+    wrong labels that still verifies.
+    """
+    ds = f[name]
+    if not ds.is_virtual:
+        return ds
+    values, attrs, tid = ds[...], dict(ds.attrs), ds.id.get_type()
+    del f[name]
+    made = h5py.Dataset(h5d.create(f.id, name.encode(), tid, h5s.create_simple(values.shape)))
+    made[...] = values
+    made.attrs.update(attrs)
+    return made
 
 
 def missing_parts(f: Any) -> list[str]:

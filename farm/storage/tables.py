@@ -27,8 +27,7 @@ _STR = h5py.string_dtype("utf-8")
 def write_library_tables(f: Any, library: Library | None) -> None:
     """Write ``wavetables/*`` and ``presets/*`` for the rows of open file ``f`` and renumber
     their references (a file without a library gets empty tables)."""
-    wt_ds, lp_ds = f[schema.WAVETABLE], f[schema.meta("library_preset")]
-    wt, lp = wt_ds[...], lp_ds[...]
+    wt, lp = f[schema.WAVETABLE][...], f[schema.meta("library_preset")][...]
     used_w = np.unique(wt[wt >= 0]) if library is not None else np.zeros(0, np.int64)
     used_p = np.unique(lp[lp >= 0]) if library is not None else np.zeros(0, np.int64)
     # One table row per distinct wavetable: a streamed library gives each preset its own
@@ -44,9 +43,10 @@ def write_library_tables(f: Any, library: Library | None) -> None:
         row_of = np.array([rows[h] for h in hashes], dtype=np.int32)
         new_wt, new_lp = _renumber(wt, used_w, row_of), _renumber(lp, used_p)
         changed = np.flatnonzero((new_wt != wt).any(axis=1) | (new_lp != lp))
-        wt_ds[...] = new_wt
-        lp_ds[...] = new_lp
         if changed.size:
+            # In this file, never through a parted file's virtual datasets into its parts.
+            schema.stored_here(f, schema.WAVETABLE)[...] = new_wt
+            schema.stored_here(f, schema.meta("library_preset"))[...] = new_lp
             # The worker's checksums cover the run-wide references (its rows were checked
             # against them as they were copied here): they are made again for the file's.
             restamp(f, int(changed[0]))
