@@ -469,6 +469,42 @@ def test_a_read_that_never_ends_is_a_timeout(
     assert convert.read_file(SourceFile("x.vital", "x", data), (1, 5, 5)) == {"reason": "timeout"}
 
 
+def test_a_read_killed_from_outside_is_read_again(
+    tmp_path: Path, community_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reading child killed by SIGKILL (the OOM killer, a person: an injected fault here,
+    the first read kills itself) is not the file's crash: the file is read again, and the
+    read cache keeps what it holds. Before, the kill was cached as the file's ``crash``,
+    and every later run, streamed or not, left the preset out."""
+    import signal
+
+    from farm.presets import convert
+    from farm.presets.cache import PresetCache
+    from farm.presets.files import SourceFile
+
+    real = convert._content_bytes
+    marker = tmp_path / "killed-once"
+
+    def killed_once(synth: object, f: SourceFile) -> bytes | None:
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(synth, f)
+
+    monkeypatch.setattr(convert, "_content_bytes", killed_once)
+    f = SourceFile("x.vital", "x", (community_dir / GOOD[0]).read_bytes())
+    cache = PresetCache(tmp_path)
+    found = convert.read_file(f, (1, 5, 5), cache)
+    assert marker.exists() and "reason" not in found, found
+    assert cache.get(f.data) == found
+    # Killed every time: an error, never cached (the next run reads it again).
+    marker.unlink()
+    monkeypatch.setattr(convert, "_content_bytes", lambda s, f: os.kill(os.getpid(), 9))
+    g = SourceFile("y.vital", "y", f.data + b" ")
+    assert convert.read_file(g, (1, 5, 5), cache) == {"reason": "error"}
+    assert cache.get(g.data) is None
+
+
 def test_the_reader_process_reads_as_a_fresh_synth_does(community_dir: Path) -> None:
     """A streamed library's reader (one Synth, a child per file) finds what a child with a
     fresh Synth finds, file for file; killed, it is started again at the next read."""

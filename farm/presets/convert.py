@@ -15,6 +15,7 @@ A record is plain JSON. The coordinator stores it in the content-addressed store
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -46,6 +47,15 @@ NEWEST_VITAL = (1, 5, 5)
 
 #: Seconds a file's read may take (a read takes about 0.1 s) before it is a ``timeout``.
 READ_TIMEOUT_S = 60
+
+#: Reads of one file while the answer is ``error`` (a failure that is not the file's).
+READ_TRIES = 3
+
+#: Signals a reading child dies of because of the file (vita crashed on it); any other
+#: (SIGKILL from the kernel's OOM killer or a person, SIGTERM) is not the file's verdict.
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
+)
 
 _META = re.compile(r"^modulation_(\d+)_(amount|power)$")
 
@@ -158,8 +168,22 @@ def read_file(
     """
     found = _known(f, tuple(own_version), cache)
     if found is None:
-        found = _keep(cache, f, reader(f) if reader is not None else read_with(None, f))
+        found = _keep(cache, f, tried(reader or functools.partial(read_with, None), f))
     return found
+
+
+def tried(read: Callable[[SourceFile], dict[str, Any]], f: SourceFile) -> dict[str, Any]:
+    """``read(f)``, again while its answer is ``error``, up to :data:`READ_TRIES` times.
+
+    An ``error`` is not cached and not the file's fault: once given, a fault (a read
+    child killed, out of memory) would leave that preset's rows out of a streamed run
+    that a run without the fault keeps.
+    """
+    for _ in range(READ_TRIES - 1):
+        found = read(f)
+        if found.get("reason") != "error":
+            return found
+    return read(f)
 
 
 def _known(
@@ -224,7 +248,7 @@ def _pool_start() -> None:
 
 
 def _pool_read(f: SourceFile) -> dict[str, Any]:
-    return read_with(_POOL_SYNTH, f)
+    return tried(functools.partial(read_with, _POOL_SYNTH), f)
 
 
 def _version(v: Any) -> tuple[int, ...]:
@@ -262,7 +286,10 @@ def read_with(synth: Any, f: SourceFile) -> dict[str, Any]:
 
     data, status = call_in_child(work)
     if os.WIFSIGNALED(status):
-        return {"reason": "timeout" if os.WTERMSIG(status) == signal.SIGALRM else "crash"}
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGALRM:
+            return {"reason": "timeout"}
+        return {"reason": "crash" if sig in _CRASH_SIGNALS else "error"}
     if data is None:
         return {"reason": "rejected_by_vita" if os.WEXITSTATUS(status) == 3 else "error"}
     content: dict[str, Any] = json.loads(data)
