@@ -81,6 +81,11 @@ class EnvironmentMismatchError(FarmError):
     it lacks, a data folder it cannot write. Not a preset's fault: the run fails."""
 
 
+class RenderKilledError(FarmError):
+    """A render child was killed from outside (the kernel's OOM killer, a person) every
+    time it was tried: not the preset's crash, so its rows are not left out silently."""
+
+
 class CollectError(FarmError):
     """The collector cannot build the final file (rows missing from the shards, ...)."""
 

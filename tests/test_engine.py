@@ -1,11 +1,15 @@
 """The render engine on real vita: clean state, bit-identical repeats, crash isolation."""
 
 import os
+import signal
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from farm.config import RenderSettings, RunSpec
+from farm.errors import RenderKilledError
 from farm.jobs.plan import sample_job
 from farm.jobs.render import CRASH_DESTINATION, render_job
 from farm.params.label import Modulation
@@ -55,6 +59,40 @@ def test_segfault_is_a_crash_and_the_engine_survives(
     (ok,) = engine2.render(init_label(tp2))
     assert ok.outcome is Outcome.OK
     assert engine2._pid == os.getpid()
+
+
+def test_a_render_killed_from_outside_is_rendered_again(
+    tp2: TierParams, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A render child killed by SIGKILL (the OOM killer, a person: an injected fault here,
+    the first render kills itself) is no crash of the preset: the note is rendered again,
+    to the same audio. Killed every time, the render stops with a clear error instead of
+    leaving the rows out. Before, the kill was recorded as the preset's CRASH."""
+    engine = RenderEngine(tp2, RenderSettings(notes=(48, 60, 72)), resident=False)
+    label = init_label(tp2)
+    clean = engine.render(label)
+    real = RenderEngine._render_into
+    marker = tmp_path / "killed-once"
+
+    def killed_once(self: RenderEngine, i: int, p: Any) -> None:
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(self, i, p)
+
+    monkeypatch.setattr(RenderEngine, "_render_into", killed_once)
+    again = engine.render(label)
+    assert marker.exists()
+    assert [r.outcome for r in again] == [Outcome.OK] * 3
+    for a, b in zip(again, clean, strict=True):
+        assert a.audio is not None and b.audio is not None
+        assert np.array_equal(a.audio, b.audio)
+    monkeypatch.setattr(
+        RenderEngine, "_render_into", lambda self, i, p: os.kill(os.getpid(), signal.SIGKILL)
+    )
+    with pytest.raises(RenderKilledError, match="killed from outside 3 times"):
+        engine.render(label)
+    engine.close()
 
 
 def test_unknown_modulation_is_refused_before_render(

@@ -32,7 +32,7 @@ from farm.params.modulation import CHANNEL_MAX, CHANNEL_MIN, CHANNELS, MAX_SLOTS
 from farm.params.registry import get_registry, modulation_names
 from farm.presets.cache import PresetCache
 from farm.presets.files import Scan, SourceFile
-from farm.render.forked import call_in_child
+from farm.render.forked import CRASH_SIGNALS, call_in_child
 
 #: Settings keys that are preset state but not parameters: kept and injected as they are.
 STATE_KEYS = ("lfos", "sample")
@@ -50,12 +50,6 @@ READ_TIMEOUT_S = 60
 
 #: Reads of one file while the answer is ``error`` (a failure that is not the file's).
 READ_TRIES = 3
-
-#: Signals a reading child dies of because of the file (vita crashed on it); any other
-#: (SIGKILL from the kernel's OOM killer or a person, SIGTERM) is not the file's verdict.
-_CRASH_SIGNALS = frozenset(
-    {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
-)
 
 _META = re.compile(r"^modulation_(\d+)_(amount|power)$")
 
@@ -289,7 +283,7 @@ def read_with(synth: Any, f: SourceFile) -> dict[str, Any]:
         sig = os.WTERMSIG(status)
         if sig == signal.SIGALRM:
             return {"reason": "timeout"}
-        return {"reason": "crash" if sig in _CRASH_SIGNALS else "error"}
+        return {"reason": "crash" if sig in CRASH_SIGNALS else "error"}
     if data is None:
         return {"reason": "rejected_by_vita" if os.WEXITSTATUS(status) == 3 else "error"}
     content: dict[str, Any] = json.loads(data)

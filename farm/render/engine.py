@@ -19,7 +19,11 @@ path, which judges them as it always did.
 Children write audio straight into an anonymous shared mapping, so nothing is pickled or
 piped. A child killed by a signal (a vita segfault) costs only the notes it had not
 finished: they come back as ``CRASH`` (or ``TIMEOUT`` when the per-note alarm fired), and
-the engine's process never dies from vita. Because every render starts from the same
+the engine's process never dies from vita. A child killed from outside (SIGKILL from the
+kernel's OOM killer, SIGTERM) is no verdict on the preset: its notes are rendered again
+(the same clean state, so the same audio), and a preset whose children are killed every
+time stops the job with :class:`~farm.errors.RenderKilledError` instead of leaving its
+rows out. Because every render starts from the same
 memory image, the same label and note give bit-identical audio in any worker process
 started the same way.
 """
@@ -39,10 +43,11 @@ from typing import Any
 import numpy as np
 
 from farm.config import RenderSettings
-from farm.errors import PresetError
+from farm.errors import PresetError, RenderKilledError
 from farm.params.label import Label
 from farm.params.tiers import TierParams
 from farm.render.apply import LabelApplier
+from farm.render.forked import CRASH_SIGNALS
 from farm.render.pages import VitaThread
 from farm.render.performance import Played, performances
 from farm.render.resident import Resident
@@ -57,6 +62,12 @@ class Outcome(IntEnum):
     TIMEOUT = 3
     ERROR = 4
     SHAPE = 5
+    #: killed from outside (not a crash): rendered again, never returned
+    KILLED = 6
+
+
+#: Renders of a note while its child is killed from outside (see the module).
+RENDER_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -191,20 +202,40 @@ class RenderEngine:
             and not allow_unknown_modulation
         ):
             slots = r.render(self.applier.raw_values(label), played, slots)
-        status = Outcome.OK
-        if slots:
-            status = self._run_child(label, tuple(played[i] for i in slots), slots)
+        self._fork_path(label, played, slots)
         results = []
         for i, p in enumerate(played):
             outcome = Outcome(int(self._outcome[i]))
-            if outcome == Outcome.PENDING:
-                # The child died before this note finished; a clean exit that left a note
-                # unwritten is a bug in the child, never audio to keep.
-                outcome = Outcome.ERROR if status == Outcome.OK else status
             audio = self._audio[i].copy() if outcome == Outcome.OK else None
             detail = "vita could not apply the preset" if outcome == Outcome.ERROR else ""
             results.append(_result(p, outcome, audio, detail))
         return results
+
+    def _fork_path(self, label: Label, played: tuple[Played, ...], slots: list[int]) -> None:
+        """Render ``slots`` in a preset child, again for notes whose child was killed from
+        outside; every slot ends with its outcome.
+
+        Raises:
+            RenderKilledError: their children were killed every one of the tries.
+        """
+        for _ in range(RENDER_TRIES):
+            if not slots:
+                return
+            status = self._run_child(label, tuple(played[i] for i in slots), slots)
+            for i in slots:
+                if self._outcome[i] == Outcome.PENDING:
+                    # The child died before this note finished; a clean exit that left a
+                    # note unwritten is a bug in the child, never audio to keep.
+                    self._outcome[i] = Outcome.ERROR if status == Outcome.OK else status
+            slots = [i for i in slots if self._outcome[i] == Outcome.KILLED]
+            for i in slots:
+                self._outcome[i] = Outcome.PENDING
+        if slots:
+            raise RenderKilledError(
+                f"the render of a note was killed from outside {RENDER_TRIES} times (the "
+                "kernel's out-of-memory killer? see `dmesg`): not the preset's fault, so "
+                "its rows are not left out"
+            )
 
     def _played(self, notes: Sequence[int | Played] | None) -> tuple[Played, ...]:
         s = self.settings
@@ -312,7 +343,10 @@ def _wait(pid: int) -> int:
 
 def _outcome_of(status: int) -> Outcome:
     if os.WIFSIGNALED(status):
-        return Outcome.TIMEOUT if os.WTERMSIG(status) == signal.SIGALRM else Outcome.CRASH
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGALRM:
+            return Outcome.TIMEOUT
+        return Outcome.CRASH if sig in CRASH_SIGNALS else Outcome.KILLED
     code = os.WEXITSTATUS(status)
     if code == _EXIT_OK:
         return Outcome.OK

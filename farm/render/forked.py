@@ -11,6 +11,13 @@ import sys
 import time
 from collections.abc import Callable
 
+#: Signals a child dies of because of what it ran (vita crashed on a preset or a file). Any
+#: other (SIGKILL from the kernel's OOM killer or a person, SIGTERM) says nothing about
+#: the work: it is done again, never recorded as the work's crash.
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP}
+)
+
 
 def call_in_child(fn: Callable[[], bytes | None]) -> tuple[bytes | None, int]:
     """Run ``fn`` in a forked child and return (its bytes, wait status).
