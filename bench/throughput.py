@@ -7,6 +7,9 @@ rows, all measured in this one run (the machine is shared and noisy: read the ra
   farm's file's last one), taking one preset at a time from a shared counter (so they end
   within one preset of each other: an ideal schedule), with the same clean-state engine
   and validator: no queue, no storage;
+* **bare stored**: bare clean, and each process writes its rows as a worker does (appended
+  to its shard with their checksums and flushed every batch of presets): the farm's storage
+  without its queue, ledger and collector;
 * **bare forked**: the same with the resident renderer off (a fork per note, as before it);
 * **bare reused**: the same K-process loop with one reused Synth per process (faster, but a
   reused Synth leaks state between renders: its labels are wrong for a few percent of rows).
@@ -16,7 +19,7 @@ Rows/s counts the farm's rows for all of them (the same jobs). Prints farm / bar
 and bare clean / bare reused (the price of clean state).
 
     python bench/throughput.py [--n 600] [--tier 2] [--workers 2] [--batch-size 16]
-        [--render-duration 2.0 --note-duration 1.5] [--loops clean,forked,reused]
+        [--render-duration 2.0 --note-duration 1.5] [--loops clean,stored,forked,reused]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 
@@ -38,7 +42,13 @@ from farm.config import RunSpec
 
 
 def _loop(
-    spec_json: str, method: str, presets: int, counter: object, lock: object, out: object
+    spec_json: str,
+    method: str,
+    presets: int,
+    counter: object,
+    lock: object,
+    out: object,
+    store_dir: str = "",
 ) -> None:
     """One bare process: take presets from the shared counter until ``presets``; puts its
     accepted rows on ``out``."""
@@ -51,21 +61,58 @@ def _loop(
 
     spec = RunSpec.from_json(spec_json)
     tp = tier_params(get_registry(), spec.tier)
-    engine = RenderEngine(tp, spec.render, resident=method == "clean")
+    engine = RenderEngine(tp, spec.render, resident=method in ("clean", "stored"))
     reuse = _Reused(engine) if method == "reused" else None
+    store = _Stored(spec, tp, store_dir) if method == "stored" else None
     rows = 0
     while True:
         with lock:  # type: ignore[attr-defined]
             g = counter.value  # type: ignore[attr-defined]
             counter.value += 1  # type: ignore[attr-defined]
         if g >= presets:
+            if store is not None:
+                store.write()
             out.put(rows)  # type: ignore[attr-defined]
             return
         labels = sample_presets(spec, tp, [g])
         if reuse is None:
-            rows += len(render_job(engine, spec, 0, labels, first=g).rows)
+            kept = render_job(engine, spec, 0, labels, first=g).rows
+            rows += len(kept)
+            if store is not None:
+                store.add(kept)
         else:
             rows += reuse.job(spec, labels)
+
+
+class _Stored:
+    """The farm's storage of a job's rows without the farm: rows appended to this
+    process's shard (checksums made, flushed) every ``batch_size`` presets, as a worker
+    does after each job."""
+
+    def __init__(self, spec: Any, tp: Any, folder: str) -> None:
+        self.spec, self.tp = spec, tp
+        self.path = Path(folder) / f"bare-{os.getpid()}.h5"
+        self.rows: list[Any] = []
+        self.presets = 0
+
+    def add(self, rows: Sequence[Any]) -> None:
+        self.rows.extend(rows)
+        self.presets += 1
+        if self.presets % self.spec.batch_size == 0:
+            self.write()
+
+    def write(self) -> None:
+        from farm.params.registry import get_registry
+        from farm.storage.shard import ShardWriter
+
+        if not self.rows:
+            return
+        fingerprint = get_registry().fingerprint
+        w = ShardWriter(self.path, self.spec, self.tp, fingerprint, atomic=False, append=True)
+        w.append(self.rows)
+        w.flush()
+        w.close()
+        self.rows = []
 
 
 class _Reused:
@@ -96,9 +143,10 @@ def bare(spec_json: str, method: str, presets: int, workers: int) -> tuple[float
     ``presets - 1`` on ``workers`` fresh processes."""
     ctx = mp.get_context("spawn")  # fresh processes, as a worker starts
     counter, lock, out = ctx.Value("i", 0), ctx.Lock(), ctx.Queue()
+    store = tempfile.TemporaryDirectory(dir=".")  # on the disk a data folder would be
     t0 = time.perf_counter()
     procs = [
-        ctx.Process(target=_loop, args=(spec_json, method, presets, counter, lock, out))
+        ctx.Process(target=_loop, args=(spec_json, method, presets, counter, lock, out, store.name))
         for _ in range(workers)
     ]
     for p in procs:
@@ -113,7 +161,9 @@ def bare(spec_json: str, method: str, presets: int, workers: int) -> tuple[float
     rows = sum(results)
     for p in procs:
         p.join()
-    return time.perf_counter() - t0, rows
+    seconds = time.perf_counter() - t0
+    store.cleanup()
+    return seconds, rows
 
 
 def main() -> None:
@@ -127,11 +177,11 @@ def main() -> None:
     ap.add_argument(
         "--loops",
         default="clean,forked,reused",
-        help="bare loops to run, comma-separated (clean, forked, reused)",
+        help="bare loops to run, comma-separated (clean, stored, forked, reused)",
     )
     a = ap.parse_args()
-    if not a.loops or not set(a.loops.split(",")) <= {"clean", "forked", "reused"}:
-        raise SystemExit("--loops: a comma-separated list of clean, forked, reused")
+    if not a.loops or not set(a.loops.split(",")) <= {"clean", "stored", "forked", "reused"}:
+        raise SystemExit("--loops: a comma-separated list of clean, stored, forked, reused")
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
         cmd = [
@@ -161,15 +211,19 @@ def main() -> None:
     print(f"farm submit (embedded)   {t_farm:7.1f} s  {a.n / t_farm:6.2f} rows/s")
     names = {
         "clean": ("bare loop, clean state ", "valid rows in those presets"),
+        "stored": ("bare clean + shards     ", "valid rows, written as a worker does"),
         "forked": ("bare loop, fork a note ", "valid rows in those presets"),
         "reused": ("bare loop, reused Synth", "valid rows: leaked state changes which pass"),
     }
     for m, (t, rows) in loops.items():
         name, what = names[m]
         print(f"{name}  {t:7.1f} s  {a.n / t:6.2f} rows/s ({rows} {what})")
-    for m in ("clean", "reused"):
+    for m in ("clean", "stored", "reused"):
         if m in loops:
             print(f"farm / bare {m:6} throughput       = {loops[m][0] / t_farm:.3f}")
+    if "clean" in loops and "stored" in loops:
+        t_clean, t_stored = loops["clean"][0], loops["stored"][0]
+        print(f"bare stored / bare clean throughput = {t_clean / t_stored:.3f} (the shards' cost)")
     if "clean" in loops and "reused" in loops:
         t_clean, t_reused = loops["clean"][0], loops["reused"][0]
         forked = (
