@@ -6,6 +6,7 @@ never rows of zeros."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,8 +17,14 @@ import redis
 from coordinator.embedded import EmbeddedBroker
 from coordinator.ledger import COLLECTING, Ledger
 from farm.dataset import FarmDataset
+from farm.params.tiers import TierParams
+from farm.paths import shard_dir
+from farm.settings import FarmSettings
 from farm.storage import schema
+from tests.conftest import small_spec
 from tests.farm_helpers import SPEC, farm
+from tests.redis_helpers import RedisServer
+from tests.test_storage import fake_rows
 
 N = 24
 
@@ -114,3 +121,39 @@ def test_a_parted_dataset_collected_again_is_the_same(tmp_path: Path, community_
     assert again == refs
     np.testing.assert_array_equal(audio_again, audio)
     assert farm(tmp_path, "verify", "data/wt.h5").returncode == 0
+
+
+def test_a_worker_never_reuses_a_shard_name_a_collector_moved(
+    tmp_path: Path, tp1: TierParams
+) -> None:
+    """A parted run's collector moves the shards into ``NAME.parts/`` while jobs past n
+    may still finish. The worker that wrote a moved shard starts a new one under a new
+    name: under the old name, the ledger's (shard, first row) of the moved shard's jobs
+    would point into the new file the next time the run is collected (found when
+    collecting a run again: "rows 0+ are not job 6", and its jobs rendered again)."""
+    from workers.context import WorkerContext
+    from workers.render import _write
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        spec = small_spec(part_rows=100)
+        ledger = Ledger(client, "moved")
+        ledger.create(spec, output="x.h5", window=2, keep_shards=False)
+        data = tmp_path / "data"
+        ctx = WorkerContext(FarmSettings(data_dir=str(data)))
+        rows = fake_rows(spec, tp1)
+        first = _write(ctx, ledger, spec, tp1, rows)
+        assert first is not None and first[0] is not None
+        folder, parts = shard_dir(data, "moved"), data / "x.parts"
+        parts.mkdir()
+        os.replace(folder / first[0], parts / first[0])  # what the collector does
+        second = _write(ctx, ledger, spec, tp1, rows)
+        assert second is not None and second[0] != first[0] and second[1] == 0
+        assert not (folder / first[0]).exists()
+        # A shard that was not moved is appended to, as before.
+        third = _write(ctx, ledger, spec, tp1, rows)
+        assert third == (second[0], len(rows))
+    finally:
+        server.stop()
