@@ -446,6 +446,14 @@ def test_a_streamed_library_is_read_by_the_workers(tmp_path: Path, community_dir
     for name in ("data/s.h5", "eager/e.h5"):
         res = farm(tmp_path, "verify", name)
         assert res.returncode == 0, res.stderr
+    # The files vita could not use are listed by name, as a library read first lists them.
+    listed = {}
+    for name in (data / "s.h5", tmp_path / "eager/e.h5"):
+        with h5py.File(name, "r") as f:
+            listed[name.stem] = sorted(map(tuple, json.loads(f.attrs["library"])["skipped_files"]))
+    assert listed["s"] == listed["e"], listed
+    assert {r for _, r in listed["s"]} >= {"malformed_json", "duplicate"}
+    assert len(listed["s"]) == 3
 
 
 def test_a_read_that_never_ends_is_a_timeout(

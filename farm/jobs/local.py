@@ -146,6 +146,8 @@ def generate(
                         "thresholds and constraints"
                     )
             # As the farm's collector: count the presets the file covers, not the jobs.
+            if library is not None:
+                writer.unreadable = library.unreadable(by_preset, last)
             writer.close(*counted_rejections(spec, by_preset, last))
     finally:
         engine.close()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,24 @@ class Library:
         self.skipped: list[list[str]] = list(manifest.get("skipped", []))
         self._wt_index = {h: i for i, h in enumerate(self.wavetables)}
         self._cache: PresetCache | None = None
+
+    def unreadable(self, by_preset: Mapping[int, Mapping[str, int]], last: int) -> list[list[str]]:
+        """A streamed library's files among presets 0..``last`` that vita could not use, as
+        ``[origin, reason]`` (a library read first lists its bad files in ``skipped``).
+
+        Args:
+            by_preset: rejected notes by global preset index and reason; such a file's
+                notes are ``FILE_<REASON>`` (:func:`farm.jobs.render.render_job`).
+            last: the global index of the dataset's last preset.
+        """
+        if self.files is None:
+            return []
+        out = []
+        for g in sorted(i for i in by_preset if i <= last and i < len(self.files)):
+            for reason in by_preset[g]:
+                if reason.startswith("FILE_"):
+                    out.append([self.files[g][1], reason.removeprefix("FILE_").lower()])
+        return out
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one library per run, kept for the run
     def record(self, i: int) -> dict[str, Any]:

@@ -236,6 +236,8 @@ def finish(
         f[schema.meta("preset")][n - 1]
     )
     writer.set_rejections(*counted_rejections(spec, by_preset, last, duplicates))
+    if writer.library is not None:
+        writer.unreadable = writer.library.unreadable(by_preset, last)
     for key, value in (attrs or {}).items():
         f.attrs[key] = value
     writer.close()

@@ -137,6 +137,9 @@ class ShardWriter:
     ) -> None:
         self.final_path = Path(path)
         self.library = library
+        #: A streamed library's files the rows' presets could not use ([origin, reason]),
+        #: listed with the library's skipped files (set before :meth:`close`).
+        self.unreadable: list[list[str]] = []
         self.path = temp_name(self.final_path) if atomic else (self.final_path)
         self.spec = spec
         self.tp = tp
@@ -353,7 +356,7 @@ class ShardWriter:
         if rejections is not None:
             self.set_rejections(rejections, renders)
         if self.path != self.final_path:
-            write_library_tables(self._f, self.library)
+            write_library_tables(self._f, self.library, self.unreadable)
             if self.spec.features is not None:
                 write_feature_stats(self._f, self.spec.features.kind)
         self._f.close()

@@ -9,6 +9,7 @@ untouched.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import h5py
@@ -24,9 +25,12 @@ if TYPE_CHECKING:
 _STR = h5py.string_dtype("utf-8")
 
 
-def write_library_tables(f: Any, library: Library | None) -> None:
+def write_library_tables(
+    f: Any, library: Library | None, unreadable: Sequence[Sequence[str]] = ()
+) -> None:
     """Write ``wavetables/*`` and ``presets/*`` for the rows of open file ``f`` and renumber
-    their references (a file without a library gets empty tables)."""
+    their references (a file without a library gets empty tables); ``unreadable``: files of
+    a streamed library that its presets could not use, listed with its skipped files."""
     wt, lp = f[schema.WAVETABLE][...], f[schema.meta("library_preset")][...]
     used_w = np.unique(wt[wt >= 0]) if library is not None else np.zeros(0, np.int64)
     used_p = np.unique(lp[lp >= 0]) if library is not None else np.zeros(0, np.int64)
@@ -81,7 +85,7 @@ def write_library_tables(f: Any, library: Library | None) -> None:
         {
             "manifest": library.sha if library else None,
             "catalog": library.catalog if library else 0,
-            "skipped_files": library.skipped if library else [],
+            "skipped_files": [*library.skipped, *map(list, unreadable)] if library else [],
         }
     )
 
