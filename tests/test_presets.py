@@ -511,6 +511,11 @@ def test_a_read_killed_from_outside_is_read_again(
     g = SourceFile("y.vital", "y", f.data + b" ")
     assert convert.read_file(g, (1, 5, 5), cache) == {"reason": "error"}
     assert cache.get(g.data) is None
+    # A crash kept before kills were told from crashes is read again; one kept since is not.
+    cache.put(g.data, {"reason": "crash"})
+    assert cache.get(g.data) is None
+    cache.put(g.data, {"reason": "crash", "signal": int(signal.SIGSEGV)})
+    assert cache.get(g.data) == {"reason": "crash", "signal": int(signal.SIGSEGV)}
 
 
 def test_the_reader_process_reads_as_a_fresh_synth_does(community_dir: Path) -> None:

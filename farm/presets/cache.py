@@ -58,6 +58,10 @@ class PresetCache:
             found: dict[str, Any] = json.loads(gzip.decompress(self._path(data).read_bytes()))
         except (OSError, ValueError, EOFError):
             return None  # absent or damaged: read the file again
+        if found.get("reason") == "crash" and "signal" not in found:
+            # Kept before a reading child killed from outside was told from vita crashing
+            # (both were "crash"): read again, once.
+            return None
         self.hits += 1
         return found
 

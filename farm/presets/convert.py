@@ -283,7 +283,8 @@ def read_with(synth: Any, f: SourceFile) -> dict[str, Any]:
         sig = os.WTERMSIG(status)
         if sig == signal.SIGALRM:
             return {"reason": "timeout"}
-        return {"reason": "crash" if sig in CRASH_SIGNALS else "error"}
+        # The signal marks a crash told from a kill (see PresetCache.get).
+        return {"reason": "crash", "signal": sig} if sig in CRASH_SIGNALS else {"reason": "error"}
     if data is None:
         return {"reason": "rejected_by_vita" if os.WEXITSTATUS(status) == 3 else "error"}
     content: dict[str, Any] = json.loads(data)
