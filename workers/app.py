@@ -37,6 +37,12 @@ def make_app(settings: FarmSettings) -> Celery:
 #: :func:`farm.config.settings_env` wrote for them.
 app = make_app(settings_from_env(os.environ))
 
+# What a job needs (numpy, h5py, scipy.signal for loudness: 0.9 s of imports), imported
+# once here, before the pool processes fork: imported by each pool process at its first
+# job, it came after the run was created, in every process at once (1.3 s before the
+# first render of a 3-row run).
+import workers.render  # noqa: E402, F401
+
 
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
