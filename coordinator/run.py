@@ -30,8 +30,9 @@ from farm.config import Faults, RunSpec
 from farm.errors import BrokerError, DiskFullError, FarmError, RunFailedError, RunStateError
 from farm.settings import FarmSettings
 
-#: Seconds between two looks at the ledger while following a run.
-POLL_S = 0.5
+#: Seconds between two looks at the ledger while following a run (a status is one pipelined
+#: round trip; 0.5 s added 0.25 s on average to every run's end).
+POLL_S = 0.2
 
 
 def new_run_id(spec: RunSpec) -> str:
