@@ -23,9 +23,8 @@ the engine's process never dies from vita. A child killed from outside (SIGKILL 
 kernel's OOM killer, SIGTERM) is no verdict on the preset: its notes are rendered again
 (the same clean state, so the same audio), and a preset whose children are killed every
 time stops the job with :class:`~farm.errors.RenderKilledError` instead of leaving its
-rows out. Because every render starts from the same
-memory image, the same label and note give bit-identical audio in any worker process
-started the same way.
+rows out. Because every render starts from the same memory image, the same label and note
+give bit-identical audio in any worker process started the same way.
 """
 
 from __future__ import annotations
