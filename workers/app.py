@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from coordinator.broker import celery_config
 from farm.settings import FarmSettings, settings_from_env
@@ -37,11 +37,15 @@ def make_app(settings: FarmSettings) -> Celery:
 #: :func:`farm.config.settings_env` wrote for them.
 app = make_app(settings_from_env(os.environ))
 
-# What a job needs (numpy, h5py, scipy.signal for loudness: 0.9 s of imports), imported
-# once here, before the pool processes fork: imported by each pool process at its first
-# job, it came after the run was created, in every process at once (1.3 s before the
-# first render of a 3-row run).
-import workers.render  # noqa: E402, F401
+
+@worker_init.connect
+def _preload(**_: Any) -> None:
+    # What a job needs (numpy, h5py, scipy.signal for loudness: 0.9 s of imports), imported
+    # once in the worker's main process before its pool processes fork: imported by each
+    # pool process at its first job, it came after the run was created, in every process at
+    # once (1.3 s before the first render of a 3-row run). Not at import: `farm flower`
+    # loads this app too and needs none of it.
+    import workers.render  # noqa: F401
 
 
 @worker_process_init.connect
