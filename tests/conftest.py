@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from farm.config import RenderSettings, RunSpec
+from farm.jobs.plan import sample_job
 from farm.params.label import Label, Modulation
 from farm.params.normalize import categorical_from_raw, continuous_from_raw
 from farm.params.registry import Registry, get_registry
 from farm.params.tiers import TierParams, tier_params
 from farm.render.engine import RenderEngine
+from farm.storage.shard import Row
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +58,17 @@ def small_spec(**kw: object) -> RunSpec:
     }
     base.update(kw)
     return RunSpec(**base)  # type: ignore[arg-type]
+
+
+def fake_rows(spec: RunSpec, tp: TierParams, job: int = 0) -> list[Row]:
+    """Rows with real labels and synthetic audio (storage does not care how audio was made)."""
+    rng = np.random.default_rng(job)
+    rows = []
+    for p, label in enumerate(sample_job(spec, tp, job)):
+        for note in spec.render.notes:
+            audio = (0.1 * rng.standard_normal((2, spec.render.samples))).astype(np.float32)
+            rows.append(Row(job, p, note, label, audio, 0.1, float(np.abs(audio).max())))
+    return rows
 
 
 def init_label(

@@ -21,10 +21,9 @@ from farm.params.tiers import TierParams
 from farm.paths import shard_dir
 from farm.settings import FarmSettings
 from farm.storage import schema
-from tests.conftest import small_spec
+from tests.conftest import fake_rows, small_spec
 from tests.farm_helpers import SPEC, farm
 from tests.redis_helpers import RedisServer
-from tests.test_storage import fake_rows
 
 N = 24
 

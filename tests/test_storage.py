@@ -1,5 +1,6 @@
 """Storage: schema, reader, atomic writes, compression, a killed writer."""
 
+import hashlib
 import json
 import os
 import signal
@@ -15,30 +16,18 @@ import pytest
 from farm.config import CompressionSettings, RenderSettings, RunSpec
 from farm.disk import PARTED_BYTES, PARTED_ROWS, default_part_rows, row_bytes
 from farm.errors import DatasetError, OutputExistsError, OutputPathError
-from farm.jobs.plan import sample_job
 from farm.params.label import Label
 from farm.params.registry import Registry
 from farm.params.tiers import TierParams, tier_params
 from farm.paths import check_output, resolve_output, run_output, stored_output
 from farm.settings import FarmSettings, settings_env, settings_from_env
-from farm.storage import schema
+from farm.storage import integrity, schema
 from farm.storage.integrity import verify_file, verify_rows
 from farm.storage.merge import MissingRowsError, Piece, merge
 from farm.storage.reader import FarmReader
 from farm.storage.shard import Row, ShardWriter
 
-from .conftest import small_spec
-
-
-def fake_rows(spec: RunSpec, tp: TierParams, job: int = 0) -> list[Row]:
-    """Rows with real labels and synthetic audio (storage does not care how audio was made)."""
-    rng = np.random.default_rng(job)
-    rows = []
-    for p, label in enumerate(sample_job(spec, tp, job)):
-        for note in spec.render.notes:
-            audio = (0.1 * rng.standard_normal((2, spec.render.samples))).astype(np.float32)
-            rows.append(Row(job, p, note, label, audio, 0.1, float(np.abs(audio).max())))
-    return rows
+from .conftest import fake_rows, small_spec
 
 
 def write(path: Path, spec: RunSpec, tp: TierParams, registry: Registry) -> list[Row]:
@@ -150,12 +139,37 @@ def test_compression_options_round_trip(
         assert r.file[schema.AUDIO].compression == expected
 
 
-@pytest.mark.parametrize("codec", ["none", "gzip"])
-def test_verify_names_exactly_the_damaged_rows(
-    tmp_path: Path, registry: Registry, tp1: TierParams, codec: str
+def test_a_rows_checksum_is_blake2b_of_its_bytes_in_schema_order(
+    tmp_path: Path, registry: Registry, tp1: TierParams
 ) -> None:
-    """Rows are checked in blocks; a changed row and an unreadable chunk (read again row by
-    row) each cost only their own row, and ranges check only the rows asked for."""
+    """The checksum other tools can recompute without farm (docs/faults.md): blake2b-128, as
+    hex, over the row's bytes in every per-row dataset in ``row_datasets`` order."""
+    path = tmp_path / "x.h5"
+    rows = write(path, small_spec(), tp1, registry)
+    with h5py.File(path, "r") as f:
+        names = [n for n in schema.row_datasets(schema.MODULATION in f)[:-1] if n in f]
+        assert names[0] == schema.AUDIO and len(names) > 5
+        for i in range(len(rows)):
+            h = hashlib.blake2b(digest_size=16)
+            for name in names:  # a slice: fixed-width strings keep their NUL padding
+                h.update(f[name][i : i + 1].tobytes())
+            assert h.hexdigest().encode() == f[schema.CHECKSUM][i]
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip"])
+@pytest.mark.parametrize("block", [1024, 2])
+def test_verify_names_exactly_the_damaged_rows(
+    tmp_path: Path,
+    registry: Registry,
+    tp1: TierParams,
+    codec: str,
+    block: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows are checked in blocks, one hashed while the next is read; a changed row and an
+    unreadable chunk (read again row by row) each cost only their own row, and ranges check
+    only the rows asked for."""
+    monkeypatch.setattr(integrity, "_BLOCK", block)  # one block, or four of two rows
     spec = small_spec(compression=CompressionSettings(codec=codec))  # type: ignore[arg-type]
     path = tmp_path / "x.h5"
     rows = write(path, spec, tp1, registry)
@@ -164,7 +178,10 @@ def test_verify_names_exactly_the_damaged_rows(
         if codec == "gzip":  # a chunk that no longer decodes
             f[schema.AUDIO].id.write_direct_chunk((4, 0, 0), b"not gzip at all", 0)
     with h5py.File(path, "r") as f:
-        assert verify_rows(f).rows == len(rows)
+        progress: list[int] = []
+        assert verify_rows(f, on_block=progress.append).rows == len(rows)
+        assert progress == sorted(progress) and progress[-1] == len(rows)
+        assert len(progress) == -(-len(rows) // block)
         assert verify_rows(f).bad == ([1, 4] if codec == "gzip" else [1])
         some = verify_rows(f, [(2, 5), (0, 1)])
         assert some.rows == 4 and some.bad == ([4] if codec == "gzip" else [])
@@ -238,8 +255,7 @@ def test_killed_writer_leaves_a_readable_file_up_to_its_last_flush(tmp_path: Pat
 import sys, time
 from farm.params.registry import get_registry
 from farm.params.tiers import tier_params
-from tests.test_storage import fake_rows
-from tests.conftest import small_spec
+from tests.conftest import fake_rows, small_spec
 from farm.storage.shard import ShardWriter
 spec = small_spec(batch_size=2)
 reg = get_registry(); tp = tier_params(reg, 1)

@@ -15,7 +15,7 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ _BLOCK = 1024
 _BLOCK_BYTES = 32 << 20
 #: Threads that hash a block's rows: the cores this process may run on.
 _THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+#: A column with at least this many bytes a row is hashed in place; smaller ones are joined.
+_LARGE_ROW = 4096
 
 
 def new_hash() -> Any:
@@ -52,13 +54,9 @@ def checksums(columns: Sequence[np.ndarray]) -> np.ndarray:
     """Checksums of rows given as columns (each with rows on its first axis, in the
     dtype it is stored with, in :func:`~farm.storage.schema.row_datasets` order)."""
     n = len(columns[0]) if columns else 0
-    out = np.empty(n, dtype="S32")
-    for i in range(n):
-        h = new_hash()
-        for c in columns:
-            h.update(c[i : i + 1].tobytes())
-        out[i] = digest(h)
-    return out
+    if n == 0:
+        return np.empty(0, dtype="S32")
+    return np.array(_digest_rows(_segments(columns), 0, n), dtype="S32")
 
 
 @dataclass
@@ -98,16 +96,41 @@ def verify_rows(
     stored = f[schema.CHECKSUM]
     step = block_rows(datasets)
     out = Verified(rows=sum(hi - lo for lo, hi in spans))
+    blocks = [(s, min(s + step, hi)) for lo, hi in spans for s in range(lo, hi, step)]
     done = 0
     with hash_pool() as pool:
-        for lo, hi in spans:
-            for start in range(lo, hi, step):
-                stop = min(start + step, hi)
+        # One block is hashed on the pool while the next is read: reading and hashing
+        # take turns on one core otherwise (1.5 s of reading and 3.1 s of hashing for
+        # 4.6 GB of tier-2 shards on 2 cores, measured).
+        hashing: tuple[int, Digests, np.ndarray] | None = None
+        for start, stop in blocks:
+            try:
+                columns = [ds[start:stop] for ds in datasets]
+                expected = stored[start:stop]
+            except (OSError, ValueError, RuntimeError):
+                columns = None
+            if hashing is not None:
+                out.bad.extend(_mismatched_rows(*hashing))
+                done += len(hashing[2])
+                if on_block is not None:
+                    on_block(done)
+                hashing = None
+            if columns is None:
                 out.bad.extend(_bad_rows(datasets, stored, start, stop, pool))
                 done += stop - start
                 if on_block is not None:
                     on_block(done)
+            else:
+                hashing = (start, start_digests(columns, pool), expected)
+        if hashing is not None:
+            out.bad.extend(_mismatched_rows(*hashing))
+            if on_block is not None:
+                on_block(done + len(hashing[2]))
     return out
+
+
+def _mismatched_rows(start: int, digests: Digests, expected: np.ndarray) -> list[int]:
+    return [start + j for j, d in enumerate(digests.result()) if d != bytes(expected[j])]
 
 
 def _checked_datasets(f: Any) -> list[Any]:
@@ -148,19 +171,68 @@ def hash_pool() -> Executor:
 def mismatched(columns: Sequence[np.ndarray], expected: np.ndarray, pool: Executor) -> list[int]:
     """The rows (offsets) of ``columns`` (one block of rows of every per-row dataset but the
     checksum, in checksum order, as stored) whose checksum is not ``expected``'s."""
-    digests = block_digests(columns, pool)
-    return [j for j, d in enumerate(digests) if d != bytes(expected[j])]
+    return _mismatched_rows(0, start_digests(columns, pool), expected)
+
+
+class Digests:
+    """The checksum values of one block of rows, being made on a pool."""
+
+    def __init__(self, parts: Sequence[Future[list[bytes]]]) -> None:
+        self._parts = parts
+
+    def result(self) -> list[bytes]:
+        """The values, in row order (waits for them)."""
+        return [d for part in self._parts for d in part.result()]
+
+
+def start_digests(columns: Sequence[np.ndarray], pool: Executor) -> Digests:
+    """Start hashing one block of rows (columns as in :func:`mismatched`) on ``pool``.
+
+    The columns must not change until :meth:`Digests.result` returns."""
+    rows = len(columns[0])
+    segments = _segments(columns)
+    cut = -(-rows // _THREADS)
+    return Digests(
+        [pool.submit(_digest_rows, segments, lo, min(lo + cut, rows)) for lo in range(0, rows, cut)]
+    )
+
+
+def _segments(columns: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The rows' bytes as (rows, bytes) matrices that cover the columns in order."""
+    # A row's checksum covers its bytes in every dataset in turn. A large column (audio)
+    # is hashed where it lies, without a copy; runs of small ones are joined side by side
+    # so that they cost one update per row.
+    rows = len(columns[0])
+    segments: list[np.ndarray] = []
+    small: list[np.ndarray] = []
+    for c in columns:
+        m = np.ascontiguousarray(c).reshape(rows, -1).view(np.uint8)
+        if m.shape[1] < _LARGE_ROW:
+            small.append(m)
+            continue
+        if small:
+            segments.append(np.concatenate(small, axis=1))
+            small = []
+        segments.append(m)
+    if small:
+        segments.append(np.concatenate(small, axis=1))
+    return segments
+
+
+def _digest_rows(segments: Sequence[np.ndarray], lo: int, hi: int) -> list[bytes]:
+    """The checksum values of rows ``lo..hi`` of ``segments`` (see :func:`_segments`)."""
+    out = []
+    for i in range(lo, hi):
+        h = new_hash()
+        for s in segments:
+            h.update(s[i])
+        out.append(digest(h))
+    return out
 
 
 def block_digests(columns: Sequence[np.ndarray], pool: Executor) -> list[bytes]:
     """The checksum values of one block of rows (columns as in :func:`mismatched`)."""
-    # A row's checksum covers its bytes in every dataset in turn: hashing the rows of one
-    # matrix of those bytes side by side is the same hash, with one call per row.
-    rows = len(columns[0])
-    joined = np.concatenate([c.reshape(rows, -1).view(np.uint8) for c in columns], axis=1)
-    cut = -(-rows // _THREADS)
-    found = pool.map(lambda lo: [row_digest(r) for r in joined[lo : lo + cut]], range(0, rows, cut))
-    return [d for part in found for d in part]
+    return start_digests(columns, pool).result()
 
 
 def restamp(f: Any, start: int) -> None:
@@ -182,11 +254,6 @@ def restamp(f: Any, start: int) -> None:
             hi = min(lo + step, n)
             digests = block_digests([ds[lo:hi] for ds in datasets], pool)
             stored[lo:hi] = np.array(digests, dtype=stored.dtype)
-
-
-def row_digest(data: Any) -> bytes:
-    """The checksum value of one row's bytes (any buffer)."""
-    return bytes(hashlib.blake2b(data, digest_size=16).hexdigest().encode())
 
 
 def verify_file(

@@ -353,7 +353,8 @@ def _copy_rows(writer: ShardWriter, shards: Shards, plan: Plan, res: MergeResult
     Each block of output rows is gathered from each shard with one read per dataset and run
     of nearby rows (:func:`_gather`) and written with one write per dataset; a dataset
     compressed the same way in both files moves as its compressed chunks, one per
-    row, and is decoded only to be hashed.
+    row, and is decoded only to be hashed. A block's rows are hashed on every core while the
+    next block is read and written.
     """
     paths = sorted({p.shard for p, _ in plan})
     which = {path: i for i, path in enumerate(paths)}
@@ -368,6 +369,15 @@ def _copy_rows(writer: ShardWriter, shards: Shards, plan: Plan, res: MergeResult
     ]
     damaged: dict[int, str] = {}
     step = integrity.block_rows(dst)
+
+    def check(k: int, digests: integrity.Digests, expected: np.ndarray, at: np.ndarray) -> None:
+        for j, d in enumerate(digests.result()):
+            if d != bytes(expected[j]):
+                p = int(job[k + j])
+                damaged[p] = f"{paths[at[j]].name}: row(s) of job {p} fail their checksum"
+
+    # A block is hashed on the pool while the next is read and written.
+    hashing: tuple[int, integrity.Digests, np.ndarray, np.ndarray] | None = None
     with integrity.hash_pool() as pool:
         for k in range(0, len(row), step):
             at, rows = shard[k : k + step], row[k : k + step]
@@ -389,9 +399,11 @@ def _copy_rows(writer: ShardWriter, shards: Shards, plan: Plan, res: MergeResult
                     mask, data = src[a][i].id.read_direct_chunk((r, *tail))
                     d.id.write_direct_chunk((k + j, *tail), data, mask)
                 res.raw_chunks += len(rows)
-            for j in integrity.mismatched(columns[:-1], columns[-1], pool):
-                p = int(job[k + j])
-                damaged[p] = f"{paths[at[j]].name}: row(s) of job {p} fail their checksum"
+            if hashing is not None:
+                check(*hashing)
+            hashing = (k, integrity.start_digests(columns[:-1], pool), columns[-1], at)
+        if hashing is not None:
+            check(*hashing)
     return damaged
 
 
