@@ -371,10 +371,9 @@ def _copy_rows(writer: ShardWriter, shards: Shards, plan: Plan, res: MergeResult
     step = integrity.block_rows(dst)
 
     def check(k: int, digests: integrity.Digests, expected: np.ndarray, at: np.ndarray) -> None:
-        for j, d in enumerate(digests.result()):
-            if d != bytes(expected[j]):
-                p = int(job[k + j])
-                damaged[p] = f"{paths[at[j]].name}: row(s) of job {p} fail their checksum"
+        for j in digests.mismatched(expected):
+            p = int(job[k + j])
+            damaged[p] = f"{paths[at[j]].name}: row(s) of job {p} fail their checksum"
 
     # A block is hashed on the pool while the next is read and written.
     hashing: tuple[int, integrity.Digests, np.ndarray, np.ndarray] | None = None
